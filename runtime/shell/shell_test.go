@@ -1,0 +1,65 @@
+package shell
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func TestQuote(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "''"},
+		{"plain", "plain"},
+		{"/var/www/app", "/var/www/app"},
+		{"two words", "'two words'"},
+		{"it's", `'it'"'"'s'`},
+		{"$(rm -rf /)", "'$(rm -rf /)'"},
+		{"a;b", "'a;b'"},
+	} {
+		if got := Quote(tc.in); got != tc.want {
+			t.Errorf("Quote(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestBuild(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"argv", Spec{Argv: []string{"touch", "a b"}}, "touch 'a b'"},
+		{"line", Spec{Line: "cd x && make"}, "cd x && make"},
+		{"dir", Spec{Argv: []string{"ls"}, Dir: "/srv/my app"}, "cd '/srv/my app' && ls"},
+		{"env argv", Spec{Argv: []string{"env"}, Env: map[string]string{"B": "2", "A": "x y"}}, "A='x y' B=2 env"},
+		{"env line", Spec{Line: "a | b", Env: map[string]string{"A": "1"}}, "export A=1; a | b"},
+		{"sudo", Spec{Argv: []string{"id"}, Sudo: true}, "sudo -n -- sh -c id"},
+		{"user", Spec{Argv: []string{"echo", "a b"}, User: "deploy"}, `sudo -n -u deploy -- sh -c 'echo '"'"'a b'"'"''`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.spec.Build(); got != tc.want {
+				t.Errorf("Build() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBuildRoundTrip runs built lines through a real sh and checks that hostile arguments reach
+// the command unchanged.
+func TestBuildRoundTrip(t *testing.T) {
+	args := []string{"spaces in it", `"double"`, "'single'", "$(echo pwned)", "`echo pwned`", "a;b", "line1\nline2", "$HOME", "*", "-n", ""}
+	line := Spec{Argv: append([]string{"printf", `%s\0`}, args...), Dir: "/", Env: map[string]string{"X": "$(y)"}}.Build()
+	out, err := exec.Command("sh", "-c", line).Output()
+	if err != nil {
+		t.Fatalf("sh -c %q: %v", line, err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	if len(got) != len(args) {
+		t.Fatalf("got %d args %q, want %d", len(got), got, len(args))
+	}
+	for i := range args {
+		if got[i] != args[i] {
+			t.Errorf("arg %d = %q, want %q", i, got[i], args[i])
+		}
+	}
+}
