@@ -1,0 +1,63 @@
+// Package transport defines how star-deploy reaches one host: a small, context-first interface
+// that runs a shell line there, and the file operations built on top of it. The local, recording
+// and SSH transports implement it.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Transport runs commands on one host. Implementations are safe for concurrent use by several
+// goroutines (a host may run several commands at once) and hold at most one connection to their
+// host for their whole life.
+//
+// Run executes cmd.Line with the host's POSIX shell, feeds it cmd.Stdin when set, and streams its
+// output into cmd.Stdout and cmd.Stderr as it arrives. It returns when the command has exited and
+// all its output has been written. A command that ran and exited gives a Result and a nil error,
+// whatever its exit code: judging the code is the caller's job. A non-nil error means the command
+// could not be run to completion: the host is unreachable, the connection was lost, ctx was
+// cancelled or cmd.Timeout elapsed. When ctx is cancelled or the timeout elapses, Run ends the
+// command on the host (nothing keeps running there) before it returns; the error then wraps
+// ctx.Err() or ErrTimeout.
+//
+// Close releases the connection; Run must not be called after it.
+type Transport interface {
+	Run(ctx context.Context, cmd Command) (Result, error)
+	Close() error
+}
+
+// Command is one shell line to run on a host, already quoted (see package shell).
+type Command struct {
+	Line    string
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	Timeout time.Duration // zero: no limit beyond ctx
+}
+
+// Result is how a command that ran ended.
+type Result struct {
+	Code   int    // exit status; -1 when it was ended by a signal
+	Signal string // the signal that ended it ("TERM", "KILL", ...), if any
+}
+
+// ErrTimeout is wrapped by the error Run returns when Command.Timeout elapsed.
+var ErrTimeout = errors.New("command timed out")
+
+// ExitError is a command that ran and ended with a status its caller did not accept.
+type ExitError struct {
+	Line   string
+	Result Result
+	Stderr string // the tail of its standard error
+}
+
+func (e *ExitError) Error() string {
+	if e.Result.Signal != "" {
+		return fmt.Sprintf("command killed by signal %s", e.Result.Signal)
+	}
+	return fmt.Sprintf("command exited with status %d", e.Result.Code)
+}
