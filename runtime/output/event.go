@@ -1,0 +1,54 @@
+// Package output turns the engine's events into what users read: pretty lines for a terminal,
+// plain lines for pipes and CI, JSON objects for machines, and the log file.
+package output
+
+import (
+	"time"
+)
+
+// Kind names an event.
+type Kind string
+
+// The events of a run, in the order they usually come.
+const (
+	RunStart  Kind = "run_start"  // Text: what runs (the command line's tasks); Hosts: every selected host
+	TaskStart Kind = "task_start" // Task, Pos, Hosts: the hosts it runs on; Text: "before deploy" etc. for hooks
+	Command   Kind = "command"    // Task, Host, Text: the command line as run (secrets redacted)
+	Stdout    Kind = "stdout"     // Task, Host, Text: one line of the command's standard output
+	Stderr    Kind = "stderr"     // Task, Host, Text: one line of its standard error
+	Info      Kind = "info"       // Task, Host (may be empty), Text
+	Warn      Kind = "warn"       // Task, Host (may be empty), Text
+	Debug     Kind = "debug"      // Task, Host (may be empty), Text: shown under -v only
+	HostDone  Kind = "host_done"  // Task, Host, Duration: the host finished the task
+	HostError Kind = "host_error" // Task, Host, Text: why the task failed on that host
+	TaskEnd   Kind = "task_end"   // Task, Duration, Failed: hosts that failed it
+	Rollback  Kind = "rollback"   // Host, Text: a rollback action starts on that host
+	RunEnd    Kind = "run_end"    // Duration, Hosts, Failed, Text: the error when the run failed
+)
+
+// Event is one thing that happened in a run. Fields that do not apply to a kind are empty.
+type Event struct {
+	Time     time.Time     `json:"time"`
+	Kind     Kind          `json:"event"`
+	Task     string        `json:"task,omitempty"`
+	Host     string        `json:"host,omitempty"`
+	Text     string        `json:"text,omitempty"`
+	Pos      string        `json:"pos,omitempty"`
+	Hosts    []string      `json:"hosts,omitempty"`
+	Failed   []string      `json:"failed,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
+}
+
+// Sink receives events. Implementations are safe for concurrent use; Emit never blocks for long.
+type Sink interface {
+	Emit(Event)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(Event)
+
+// Emit implements Sink.
+func (f SinkFunc) Emit(e Event) { f(e) }
+
+// Discard drops every event.
+var Discard Sink = SinkFunc(func(Event) {})
