@@ -1,0 +1,524 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/star-deploy/star-deploy/runtime/output"
+	"github.com/star-deploy/star-deploy/runtime/transport"
+)
+
+// Connector opens the transport to a host. The engine calls it at most once per host per run
+// and closes what it returns when the run ends.
+type Connector func(ctx context.Context, h *Host) (transport.Transport, error)
+
+// LocalHost is the host local tasks and local() commands run on: this machine.
+var LocalHost = &Host{Name: "local", Hostname: "localhost", Local: true}
+
+// Engine runs tasks of a Config on its hosts.
+type Engine struct {
+	Config  *Config
+	Filter  Filter
+	Connect Connector
+	// Local runs local tasks and local() commands; nil means a transport.Local.
+	Local transport.Transport
+	Sink  output.Sink
+	// Now and Sleep replace time.Now and a context-aware sleep (tests use a fake clock).
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Hard, when set, is the context rollback actions run under: cancelling it (a second
+	// interrupt) abandons them. When nil they run to completion.
+	Hard context.Context
+
+	mu        sync.Mutex
+	conns     map[*Host]*conn
+	rollbacks map[*Host][]rollback
+	rbOrder   []*Host
+}
+
+type conn struct {
+	once sync.Once
+	t    transport.Transport
+	err  error
+}
+
+type rollback struct {
+	task *Task
+	fn   Body
+}
+
+// HostError is a task that failed on one host.
+type HostError struct {
+	Host *Host
+	Task *Task
+	Err  error
+}
+
+func (e *HostError) Error() string {
+	where := e.Task.Name
+	if p := e.Task.Pos.String(); p != "" && !e.Task.Anonymous {
+		where += " (" + p + ")"
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Host.Name, where, e.Err)
+}
+
+func (e *HostError) Unwrap() error { return e.Err }
+
+// TaskError is a task that failed on one or more of its hosts.
+type TaskError struct {
+	Task     *Task
+	Failures []*HostError // every host that failed, in host order
+}
+
+func (e *TaskError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "task %s failed on %d host(s)", e.Task.Name, len(e.Failures))
+	for _, f := range e.Failures {
+		b.WriteString("\n")
+		b.WriteString(f.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the host errors.
+func (e *TaskError) Unwrap() []error {
+	out := make([]error, len(e.Failures))
+	for i, f := range e.Failures {
+		out[i] = f
+	}
+	return out
+}
+
+// errPeerFailed cancels the other hosts of a task when one host fails.
+var errPeerFailed = errors.New("cancelled: another host failed")
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Engine) sleep(ctx context.Context, d time.Duration) error {
+	if e.Sleep != nil {
+		return e.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (e *Engine) emit(ev output.Event) {
+	if e.Sink == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = e.now()
+	}
+	e.Sink.Emit(ev)
+}
+
+// Run runs the named tasks in order. Every tree is resolved before anything runs. When a task fails
+// (or ctx is cancelled) no later task runs, the rollback actions registered so far run newest first
+// on their hosts, and the error is returned: a *TaskError, or one wrapping context.Canceled.
+func (e *Engine) Run(ctx context.Context, names []string) (err error) {
+	var trees []*Node
+	for _, n := range names {
+		tree, err := e.Config.Plan(n)
+		if err != nil {
+			return err
+		}
+		trees = append(trees, tree)
+	}
+	start := e.now()
+	selected, err := e.Config.SelectHosts(&Task{}, e.Filter)
+	if err != nil {
+		return err
+	}
+	all := make([]string, len(selected))
+	for i, h := range selected {
+		all[i] = h.Name
+	}
+	e.emit(output.Event{Kind: output.RunStart, Text: strings.Join(names, " "), Hosts: all})
+	var failed []string
+	defer func() {
+		if err != nil {
+			failed = failedHosts(err)
+			e.runRollbacks()
+		}
+		e.closeAll()
+		ev := output.Event{Kind: output.RunEnd, Duration: e.now().Sub(start), Hosts: all, Failed: failed}
+		if err != nil {
+			ev.Text = err.Error()
+		}
+		e.emit(ev)
+	}()
+	for _, tree := range trees {
+		if err := e.exec(ctx, tree); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func failedHosts(err error) []string {
+	var te *TaskError
+	if !errors.As(err, &te) {
+		return nil
+	}
+	var out []string
+	for _, f := range te.Failures {
+		if !errors.Is(f.Err, errPeerFailed) {
+			out = append(out, f.Host.Name)
+		}
+	}
+	return out
+}
+
+// Invoke runs the named task with its hooks, as from a local task's invoke().
+func (e *Engine) Invoke(ctx context.Context, name string) error {
+	tree, err := e.Config.Plan(name)
+	if err != nil {
+		return err
+	}
+	return e.exec(ctx, tree)
+}
+
+// exec runs n: before hooks, then its body or steps, then after hooks.
+func (e *Engine) exec(ctx context.Context, n *Node) error {
+	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		return err
+	}
+	for _, c := range n.Before {
+		if err := e.exec(ctx, c); err != nil {
+			return err
+		}
+	}
+	if n.Task.Body != nil {
+		if err := e.runTask(ctx, n); err != nil {
+			return err
+		}
+	}
+	for _, c := range n.Steps {
+		if err := e.exec(ctx, c); err != nil {
+			return err
+		}
+	}
+	for _, c := range n.After {
+		if err := e.exec(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runTask runs n's body as a barrier across its hosts, batch after batch.
+func (e *Engine) runTask(ctx context.Context, n *Node) error {
+	t := n.Task
+	label := ""
+	if n.Via != "" {
+		label = n.Via
+	}
+	if t.Local {
+		e.emit(output.Event{Kind: output.TaskStart, Task: t.Name, Pos: t.Pos.String(), Hosts: []string{LocalHost.Name}, Text: label})
+		start := e.now()
+		err := e.runOn(ctx, t, LocalHost)
+		var te *TaskError
+		if err != nil {
+			te = &TaskError{Task: t, Failures: []*HostError{{Host: LocalHost, Task: t, Err: err}}}
+			e.reportFailure(te.Failures[0])
+		}
+		ev := output.Event{Kind: output.TaskEnd, Task: t.Name, Duration: e.now().Sub(start)}
+		if te != nil {
+			ev.Failed = []string{LocalHost.Name}
+			e.emit(ev)
+			return te
+		}
+		e.emit(ev)
+		return nil
+	}
+	hosts, err := e.Config.SelectHosts(t, e.Filter)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	if len(hosts) == 0 {
+		e.emit(output.Event{Kind: output.Debug, Task: t.Name, Text: "no host matches; skipped"})
+		return nil
+	}
+	e.emit(output.Event{Kind: output.TaskStart, Task: t.Name, Pos: t.Pos.String(), Hosts: names, Text: label})
+	start := e.now()
+	size := t.Batch.Size(len(hosts))
+	var failures []*HostError
+	for i := 0; i < len(hosts); i += size {
+		if i > 0 && t.Wait > 0 {
+			e.emit(output.Event{Kind: output.Info, Task: t.Name, Text: fmt.Sprintf("waiting %s before the next batch", t.Wait)})
+			if err := e.sleep(ctx, t.Wait); err != nil {
+				return err
+			}
+		}
+		batch := hosts[i:min(i+size, len(hosts))]
+		failures = e.runBatch(ctx, t, batch)
+		if len(failures) > 0 {
+			break
+		}
+	}
+	ev := output.Event{Kind: output.TaskEnd, Task: t.Name, Duration: e.now().Sub(start)}
+	if len(failures) > 0 {
+		te := &TaskError{Task: t, Failures: failures}
+		ev.Failed = failedHosts(te)
+		e.emit(ev)
+		if len(ev.Failed) == 0 && ctx.Err() != nil {
+			// Every host was stopped by the run's own cancellation, not by a failure.
+			return context.Cause(ctx)
+		}
+		return te
+	}
+	e.emit(ev)
+	return nil
+}
+
+// runBatch runs t on hosts in parallel (at most t.Limit at once) and returns the failures in host
+// order. The first failure cancels the hosts still running.
+func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostError {
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errs := make([]error, len(hosts))
+	var sem chan struct{}
+	if t.Limit > 0 {
+		sem = make(chan struct{}, t.Limit)
+	}
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if sem != nil {
+				select {
+				case sem <- struct{}{}:
+					defer func() { <-sem }()
+				case <-bctx.Done():
+					errs[i] = context.Cause(bctx)
+					return
+				}
+			}
+			if err := bctx.Err(); err != nil {
+				errs[i] = context.Cause(bctx)
+				return
+			}
+			start := e.now()
+			err := e.runOn(bctx, t, h)
+			if err != nil {
+				errs[i] = err
+				cancel(errPeerFailed)
+				return
+			}
+			e.emit(output.Event{Kind: output.HostDone, Task: t.Name, Host: h.Name, Duration: e.now().Sub(start)})
+		}()
+	}
+	wg.Wait()
+	var out []*HostError
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		he := &HostError{Host: hosts[i], Task: t, Err: err}
+		e.reportFailure(he)
+		out = append(out, he)
+	}
+	return out
+}
+
+func (e *Engine) reportFailure(he *HostError) {
+	kind := output.HostError
+	if errors.Is(he.Err, errPeerFailed) {
+		kind = output.Warn
+	}
+	e.emit(output.Event{Kind: kind, Task: he.Task.Name, Host: he.Host.Name, Text: he.Err.Error()})
+}
+
+// runOn runs t's body on h with h's transport.
+func (e *Engine) runOn(ctx context.Context, t *Task, h *Host) error {
+	tr, err := e.transport(ctx, h)
+	if err != nil {
+		return err
+	}
+	x := e.newExec(t, h, tr)
+	defer x.flush()
+	return t.Body(ctx, x)
+}
+
+// transport returns h's transport, connecting on first use; one per host for the whole run.
+func (e *Engine) transport(ctx context.Context, h *Host) (transport.Transport, error) {
+	if h == LocalHost {
+		return e.local(), nil
+	}
+	e.mu.Lock()
+	if e.conns == nil {
+		e.conns = map[*Host]*conn{}
+	}
+	c, ok := e.conns[h]
+	if !ok {
+		c = &conn{}
+		e.conns[h] = c
+	}
+	e.mu.Unlock()
+	c.once.Do(func() {
+		if h.Local && e.Connect == nil {
+			c.t = e.local()
+			return
+		}
+		if e.Connect == nil {
+			c.err = errors.New("no transport configured")
+			return
+		}
+		c.t, c.err = e.Connect(ctx, h)
+	})
+	if c.err != nil {
+		return nil, fmt.Errorf("connect: %w", c.err)
+	}
+	return c.t, nil
+}
+
+func (e *Engine) local() transport.Transport {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.Local == nil {
+		e.Local = &transport.Local{}
+	}
+	return e.Local
+}
+
+func (e *Engine) closeAll() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.conns {
+		if c.t != nil {
+			_ = c.t.Close()
+		}
+	}
+	e.conns = nil
+}
+
+// addRollback records fn as a compensating action on h.
+func (e *Engine) addRollback(h *Host, t *Task, fn Body) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rollbacks == nil {
+		e.rollbacks = map[*Host][]rollback{}
+	}
+	if _, ok := e.rollbacks[h]; !ok {
+		e.rbOrder = append(e.rbOrder, h)
+	}
+	e.rollbacks[h] = append(e.rollbacks[h], rollback{task: t, fn: fn})
+}
+
+// runRollbacks runs every host's registered actions, newest first, hosts in parallel. A failing
+// action is reported and the next one still runs.
+func (e *Engine) runRollbacks() {
+	e.mu.Lock()
+	order, rbs := e.rbOrder, e.rollbacks
+	e.rollbacks, e.rbOrder = nil, nil
+	e.mu.Unlock()
+	ctx := e.Hard
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	var wg sync.WaitGroup
+	for _, h := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			list := rbs[h]
+			for i := len(list) - 1; i >= 0; i-- {
+				rb := list[i]
+				e.emit(output.Event{Kind: output.Rollback, Task: rb.task.Name, Host: h.Name, Text: "rolling back " + rb.task.Name})
+				tr, err := e.transport(ctx, h)
+				if err == nil {
+					x := e.newExec(rb.task, h, tr)
+					x.rollingBack = true
+					err = rb.fn(ctx, x)
+					x.flush()
+				}
+				if err != nil {
+					e.emit(output.Event{Kind: output.HostError, Task: rb.task.Name, Host: h.Name, Text: "rollback failed: " + err.Error()})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Exec is what a task body gets: the host it runs on, its transport, and the run's services.
+type Exec struct {
+	Host      *Host
+	Task      *Task
+	Transport transport.Transport
+	// Stdout and Stderr turn command output into host-prefixed output lines.
+	Stdout, Stderr io.Writer
+
+	engine      *Engine
+	out, errw   *output.LineWriter
+	rollingBack bool
+}
+
+func (e *Engine) newExec(t *Task, h *Host, tr transport.Transport) *Exec {
+	x := &Exec{Host: h, Task: t, Transport: tr, engine: e}
+	x.out = output.NewLineWriter(func(line string) { x.Emit(output.Stdout, line) })
+	x.errw = output.NewLineWriter(func(line string) { x.Emit(output.Stderr, line) })
+	x.Stdout, x.Stderr = x.out, x.errw
+	return x
+}
+
+func (x *Exec) flush() {
+	x.out.Flush()
+	x.errw.Flush()
+}
+
+// Emit reports an event of this host and task.
+func (x *Exec) Emit(kind output.Kind, text string) {
+	x.engine.emit(output.Event{Kind: kind, Task: x.Task.Name, Host: x.Host.Name, Text: text})
+}
+
+// Flush writes out any partial output line.
+func (x *Exec) Flush() { x.flush() }
+
+// OnRollback registers fn to run on this host if the run fails later. Actions registered while
+// rolling back are ignored.
+func (x *Exec) OnRollback(fn Body) {
+	if x.rollingBack {
+		return
+	}
+	x.engine.addRollback(x.Host, x.Task, fn)
+}
+
+// LocalTransport returns the transport of this machine, for local().
+func (x *Exec) LocalTransport() transport.Transport { return x.engine.local() }
+
+// Invoke runs the named task with its hooks. Only local tasks may invoke: a per-host body runs
+// once per host, and would invoke the task once per host.
+func (x *Exec) Invoke(ctx context.Context, name string) error {
+	if !x.Task.Local {
+		return fmt.Errorf("invoke: only local tasks (local=True) may invoke other tasks; %s runs on each host", x.Task.Name)
+	}
+	return x.engine.Invoke(ctx, name)
+}
+
+// Sleep waits d or until ctx ends.
+func (x *Exec) Sleep(ctx context.Context, d time.Duration) error { return x.engine.sleep(ctx, d) }
+
+// Now returns the engine's time.
+func (x *Exec) Now() time.Time { return x.engine.now() }

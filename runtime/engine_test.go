@@ -1,0 +1,447 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/output"
+	"github.com/star-deploy/star-deploy/runtime/transport"
+	"github.com/star-deploy/star-deploy/starlib"
+)
+
+// tempName matches the random part of the temporary names file operations use.
+var tempName = regexp.MustCompile(`star-deploy-[0-9a-f]{8}`)
+
+var update = flag.Bool("update", false, "rewrite the golden plans in testdata/plans")
+
+// fakeClock is a virtual clock: each reading advances it by a millisecond, and sleeping advances
+// it by the duration slept, so recorded timestamps order events without wall-clock waits.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Millisecond)
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	return nil
+}
+
+// rig runs a Deployfile against recording transports, one per host.
+type rig struct {
+	t       *testing.T
+	sess    *starlib.Session
+	clock   *fakeClock
+	respond func(host, line string) transport.Response
+
+	mu     sync.Mutex
+	hosts  map[string]*transport.Recording
+	events []output.Event
+}
+
+func load(t *testing.T, file string, vars map[string]string) *rig {
+	t.Helper()
+	r := &rig{t: t, clock: newFakeClock(), hosts: map[string]*transport.Recording{}}
+	sess, err := starlib.Load(starlib.Options{File: file, Vars: vars, Now: func() time.Time {
+		return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	}})
+	if err != nil {
+		t.Fatalf("load %s: %v", file, err)
+	}
+	if err := sess.Finish(); err != nil {
+		t.Fatalf("check %s: %v", file, err)
+	}
+	r.sess = sess
+	return r
+}
+
+func (r *rig) recorder(name string) *transport.Recording {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.hosts[name]
+	if !ok {
+		rec = &transport.Recording{Clock: r.clock.Now, Respond: func(line string) transport.Response {
+			if r.respond == nil {
+				return transport.Response{}
+			}
+			return r.respond(name, line)
+		}}
+		r.hosts[name] = rec
+	}
+	return rec
+}
+
+func (r *rig) run(filter runtime.Filter, tasks ...string) error {
+	eng := &runtime.Engine{
+		Config: r.sess.Config,
+		Filter: filter,
+		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			return r.recorder(h.Name), nil
+		},
+		Local: r.recorder("local"),
+		Sink: output.SinkFunc(func(e output.Event) {
+			r.mu.Lock()
+			r.events = append(r.events, e)
+			r.mu.Unlock()
+		}),
+		Now:   r.clock.Now,
+		Sleep: r.clock.Sleep,
+	}
+	return eng.Run(context.Background(), tasks)
+}
+
+// plan renders what each host ran, hosts sorted, as the golden files hold it.
+func (r *rig) plan() string {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.hosts))
+	for n := range r.hosts {
+		names = append(names, n)
+	}
+	r.mu.Unlock()
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "== %s\n", n)
+		for _, c := range r.hosts[n].Commands() {
+			b.WriteString(tempName.ReplaceAllString(c.Line, "star-deploy-XXXXXXXX"))
+			if c.Stdin > 0 {
+				fmt.Fprintf(&b, "  <<< %d bytes", c.Stdin)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// TestGoldenPlans runs each testdata/plans/*.star's tasks (named on its first line, "# run: a b")
+// and compares the per-host command plan with the .golden file beside it.
+func TestGoldenPlans(t *testing.T) {
+	files, _ := filepath.Glob("testdata/plans/*.star")
+	if len(files) == 0 {
+		t.Fatal("no plans in testdata/plans")
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".star"), func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(src), "\n")
+			tasks, ok := strings.CutPrefix(first, "# run: ")
+			if !ok {
+				t.Fatalf("%s: first line must be \"# run: TASK...\"", f)
+			}
+			r := load(t, f, nil)
+			if err := r.run(runtime.Filter{}, strings.Fields(tasks)...); err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			got := r.plan()
+			golden := strings.TrimSuffix(f, ".star") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./runtime -run TestGoldenPlans -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func writeDeployfile(t *testing.T, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "Deployfile.star")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const threeHosts = `
+server("web1", roles=["app"])
+server("web2", roles=["app"])
+server("web3", roles=["app"])
+`
+
+// TestBatchOneRunsHostsOneAtATime checks batch=1, wait="10s": each host finishes before the next
+// starts, with the wait between them, from recorded timestamps on the virtual clock.
+func TestBatchOneRunsHostsOneAtATime(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+def restart(host):
+    run("restart", "--one")
+    run("restart", "--two")
+task("restart", restart, roles="app", batch=1, wait="10s")
+`), nil)
+	if err := r.run(runtime.Filter{}, "restart"); err != nil {
+		t.Fatal(err)
+	}
+	var prevEnd time.Time
+	for i, h := range []string{"web1", "web2", "web3"} {
+		cmds := r.hosts[h].Commands()
+		if len(cmds) != 2 {
+			t.Fatalf("%s ran %d commands, want 2", h, len(cmds))
+		}
+		if i > 0 {
+			gap := cmds[0].Start.Sub(prevEnd)
+			if gap < 10*time.Second {
+				t.Errorf("%s started %v after the previous host ended, want at least the 10s wait", h, gap)
+			}
+		}
+		prevEnd = cmds[len(cmds)-1].End
+	}
+	// And in the event stream: no host starts a command before the previous host is done.
+	var order []string
+	for _, e := range r.events {
+		if e.Kind == output.HostDone || (e.Kind == output.Command && !strings.Contains(e.Text, "--two")) {
+			order = append(order, string(e.Kind)+" "+e.Host)
+		}
+	}
+	want := []string{"command web1", "host_done web1", "command web2", "host_done web2", "command web3", "host_done web3"}
+	if strings.Join(order, ",") != strings.Join(want, ",") {
+		t.Errorf("event order = %v, want %v", order, want)
+	}
+}
+
+// TestDefaultRunsHostsInParallel holds every host's command open until all three have started:
+// run one at a time, it would never finish (the context's deadline fails it instead).
+func TestDefaultRunsHostsInParallel(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+task("work", lambda host: run("work"), roles="app")
+`), nil)
+	var started sync.WaitGroup
+	started.Add(3)
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	r.respond = func(host, line string) transport.Response {
+		started.Done()
+		select {
+		case <-all:
+			return transport.Response{}
+		case <-time.After(10 * time.Second):
+			return transport.Response{Err: errors.New("hosts did not run in parallel")}
+		}
+	}
+	if err := r.run(runtime.Filter{}, "work"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLimitBoundsConcurrency records the most hosts in a command at once under limit=2.
+func TestLimitBoundsConcurrency(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+server("web4", roles=["app"])
+task("work", lambda host: run("work"), roles="app", limit=2)
+`), nil)
+	var mu sync.Mutex
+	in, most := 0, 0
+	r.respond = func(host, line string) transport.Response {
+		mu.Lock()
+		in++
+		most = max(most, in)
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // widen the window in which overlap would be seen
+		mu.Lock()
+		in--
+		mu.Unlock()
+		return transport.Response{}
+	}
+	if err := r.run(runtime.Filter{}, "work"); err != nil {
+		t.Fatal(err)
+	}
+	if most > 2 {
+		t.Errorf("%d hosts ran at once, want at most 2", most)
+	}
+	for _, h := range []string{"web1", "web2", "web3", "web4"} {
+		if len(r.hosts[h].Commands()) != 1 {
+			t.Errorf("%s did not run", h)
+		}
+	}
+}
+
+// TestFailureOnOneHost: a command fails on web2 of three hosts. The run fails naming web2, no later
+// task runs anywhere, and every host that registered rollback actions runs them newest first.
+func TestFailureOnOneHost(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+def prepare(host):
+    on_rollback(lambda host: run("undo", "first", host.name))
+    on_rollback(lambda host: run("undo", "second", host.name))
+    run("prepare", host.name)
+
+def update(host):
+    run("update", host.name)
+
+task("prepare", prepare, roles="app")
+task("update", update, roles="app")
+task("later", lambda host: run("later"), roles="app")
+task("all", ["prepare", "update", "later"])
+`), nil)
+	r.respond = func(host, line string) transport.Response {
+		if host == "web2" && strings.HasPrefix(line, "update") {
+			return transport.Response{Code: 1, Stderr: "disk full\n"}
+		}
+		return transport.Response{}
+	}
+	err := r.run(runtime.Filter{}, "all")
+	var te *runtime.TaskError
+	if !errors.As(err, &te) {
+		t.Fatalf("err = %v, want a *runtime.TaskError", err)
+	}
+	if te.Task.Name != "update" {
+		t.Errorf("failed task = %s, want update", te.Task.Name)
+	}
+	var failed []string
+	for _, f := range te.Failures {
+		if !strings.Contains(f.Err.Error(), "another host failed") {
+			failed = append(failed, f.Host.Name)
+		}
+	}
+	if strings.Join(failed, ",") != "web2" {
+		t.Errorf("failed hosts = %v, want [web2]", failed)
+	}
+	if !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "update web2") {
+		t.Errorf("error does not show the command and its stderr:\n%v", err)
+	}
+	for _, h := range []string{"web1", "web2", "web3"} {
+		var lines []string
+		for _, c := range r.hosts[h].Commands() {
+			if c.Line == "later" {
+				t.Errorf("%s ran the later task after the failure", h)
+			}
+			if strings.HasPrefix(c.Line, "undo") {
+				lines = append(lines, c.Line)
+			}
+		}
+		want := []string{"undo second " + h, "undo first " + h}
+		if strings.Join(lines, ";") != strings.Join(want, ";") {
+			t.Errorf("%s rollback = %q, want %q", h, lines, want)
+		}
+	}
+}
+
+// TestHooksRunEveryTimeTheirTaskRuns: a task reached twice runs its hooks twice, in order.
+func TestHooksRunEveryTimeTheirTaskRuns(t *testing.T) {
+	r := load(t, writeDeployfile(t, `
+server("web1")
+task("a", lambda host: run("a"))
+task("b", lambda host: run("b"))
+before("a", "b")
+after("a", lambda host: run("after-a"))
+task("twice", ["a", "a"])
+`), nil)
+	if err := r.run(runtime.Filter{}, "twice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.hosts["web1"].Lines(); got != "b\na\nafter-a\nb\na\nafter-a\n" {
+		t.Errorf("commands:\n%s", got)
+	}
+}
+
+// TestHostSelection covers roles, hosts, once (primary), release (no_release) and the -r/-z filter.
+func TestHostSelection(t *testing.T) {
+	r := load(t, writeDeployfile(t, `
+role("web", ["web1", "web2"])
+role("app", ["app1", "app2"])
+server("db1", roles=["db"])
+server("db2", roles=["db"], primary=True)
+server("cron", roles=["app"], no_release=True)
+`), nil)
+	cfg := r.sess.Config
+	names := func(t *runtime.Task, f runtime.Filter) string {
+		hs, err := cfg.SelectHosts(t, f)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		var out []string
+		for _, h := range hs {
+			out = append(out, h.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		name   string
+		task   runtime.Task
+		filter runtime.Filter
+		want   string
+	}{
+		{"all", runtime.Task{}, runtime.Filter{}, "web1,web2,app1,app2,db1,db2,cron"},
+		{"roles", runtime.Task{Roles: []string{"app"}}, runtime.Filter{}, "app1,app2,cron"},
+		{"release", runtime.Task{Roles: []string{"app"}, Release: true}, runtime.Filter{}, "app1,app2"},
+		{"once primary", runtime.Task{Roles: []string{"db"}, Once: true}, runtime.Filter{}, "db2"},
+		{"once first", runtime.Task{Roles: []string{"web"}, Once: true}, runtime.Filter{}, "web1"},
+		{"hosts regexp", runtime.Task{Hosts: []string{"app[0-9]"}}, runtime.Filter{}, "app1,app2"},
+		{"-r", runtime.Task{}, runtime.Filter{Roles: []string{"web", "db"}}, "web1,web2,db1,db2"},
+		{"-z", runtime.Task{Roles: []string{"app"}}, runtime.Filter{Hosts: []string{"app2"}}, "app2"},
+		{"-z excludes primary", runtime.Task{Roles: []string{"db"}, Once: true}, runtime.Filter{Hosts: []string{"db1"}}, "db1"},
+		{"no match", runtime.Task{Roles: []string{"web"}}, runtime.Filter{Roles: []string{"db"}}, ""},
+	} {
+		if got := names(&tc.task, tc.filter); got != tc.want {
+			t.Errorf("%s: hosts = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestTaskCycleIsAnError(t *testing.T) {
+	r := load(t, writeDeployfile(t, `
+task("a", ["b"])
+task("b", lambda host: None)
+after("b", "a")
+`), nil)
+	_, err := r.sess.Config.Plan("a")
+	if err == nil || !strings.Contains(err.Error(), "task cycle: a -> b -> a") {
+		t.Fatalf("err = %v, want a cycle naming a -> b -> a", err)
+	}
+}
+
+func TestParseAddress(t *testing.T) {
+	for _, tc := range []struct {
+		in         string
+		user, host string
+		port       int
+		err        bool
+	}{
+		{in: "web1", host: "web1"},
+		{in: "deploy@web1", user: "deploy", host: "web1"},
+		{in: "deploy@web1:2222", user: "deploy", host: "web1", port: 2222},
+		{in: "[::1]:22", host: "::1", port: 22},
+		{in: "web1:http", err: true},
+		{in: "web1:70000", err: true},
+		{in: "@web1", err: true},
+		{in: "::1", err: true},
+	} {
+		u, h, p, err := runtime.ParseAddress(tc.in)
+		if (err != nil) != tc.err || u != tc.user || h != tc.host || p != tc.port {
+			t.Errorf("ParseAddress(%q) = %q, %q, %d, %v", tc.in, u, h, p, err)
+		}
+	}
+}
