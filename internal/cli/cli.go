@@ -1,0 +1,425 @@
+// Package cli is star-deploy's command line: it parses flags and words, loads the Deployfile,
+// runs the engine with the right transports and output, and maps every outcome to an exit code.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/output"
+	"github.com/star-deploy/star-deploy/runtime/transport"
+	"github.com/star-deploy/star-deploy/starlib"
+)
+
+// Exit codes.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1
+	ExitUsage       = 2
+	ExitInterrupted = 130
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// errInterrupted is the cause of a run cancelled by SIGINT or SIGTERM.
+var errInterrupted = errors.New("interrupted")
+
+const usage = `Usage: star-deploy [flags] [STAGE] TASK... [NAME=VALUE...]
+       star-deploy -T [PATTERN]         list tasks
+       star-deploy -P TASK              show what TASK runs, with every hook
+       star-deploy help builtins        list the recipe language's builtins
+
+Runs the tasks of a Deployfile (Deployfile.star, searched upward from the working
+directory) on the servers it declares. NAME=VALUE sets a variable for this run; it
+wins over set() in the Deployfile.
+
+Flags:
+`
+
+// Options are the parsed flags of one invocation.
+type Options struct {
+	Tasks    bool
+	All      bool
+	Prereqs  string
+	DryRun   bool
+	Roles    []string
+	Hosts    []string
+	File     string
+	Verbose  bool
+	Quiet    bool
+	Format   string
+	Log      string
+	Help     bool
+	Version  bool
+	Words    []string
+	Settings map[string]string
+}
+
+// IO is where an invocation reads and writes.
+type IO struct {
+	Stdout, Stderr io.Writer
+	// Color says whether Stdout is a terminal that wants colour.
+	Color bool
+	// Interrupts, when set, delivers interrupt signals; nil means the process's own SIGINT/SIGTERM.
+	Interrupts <-chan os.Signal
+}
+
+// Main runs star-deploy with args (without the program name) and returns the exit code.
+func Main(args []string, stdio IO) int {
+	opts, fs, err := parse(args)
+	if err != nil {
+		fmt.Fprintf(stdio.Stderr, "star-deploy: %v\nRun star-deploy --help for usage.\n", err)
+		return ExitUsage
+	}
+	if opts.Help {
+		fmt.Fprint(stdio.Stdout, usage)
+		fs.SetOutput(stdio.Stdout)
+		fs.PrintDefaults()
+		return ExitOK
+	}
+	if opts.Version {
+		fmt.Fprintln(stdio.Stdout, "star-deploy", Version)
+		return ExitOK
+	}
+	if len(opts.Words) > 0 && opts.Words[0] == "help" {
+		return help(opts.Words[1:], stdio)
+	}
+	err = run(opts, stdio)
+	code := exitCode(err)
+	if err != nil && code != ExitFailed && code != ExitInterrupted {
+		fmt.Fprintf(stdio.Stderr, "star-deploy: %v\n", err)
+	}
+	return code
+}
+
+func help(words []string, stdio IO) int {
+	if len(words) == 1 && words[0] == "builtins" {
+		starlib.WriteHelp(stdio.Stdout)
+		return ExitOK
+	}
+	fmt.Fprintln(stdio.Stderr, "star-deploy: help topics: builtins")
+	return ExitUsage
+}
+
+var settingRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)=(.*)$`)
+
+func parse(args []string) (*Options, *pflag.FlagSet, error) {
+	o := &Options{Settings: map[string]string{}}
+	fs := pflag.NewFlagSet("star-deploy", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	fs.BoolVarP(&o.Tasks, "tasks", "T", false, "list tasks with descriptions (a word after it filters by name)")
+	fs.BoolVarP(&o.All, "all", "A", false, "with -T: also list tasks without a description")
+	fs.StringVarP(&o.Prereqs, "prereqs", "P", "", "print the invocation tree of `TASK`: steps and hooks, with where each was declared")
+	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "print the commands each host would run; connect to nothing")
+	fs.StringSliceVarP(&o.Roles, "roles", "r", nil, "run only on hosts with one of these `ROLES` (comma list)")
+	fs.StringSliceVarP(&o.Hosts, "hosts", "z", nil, "run only on these `HOSTS` (comma list; names or regular expressions)")
+	fs.StringVarP(&o.File, "file", "f", "", "the Deployfile (default: Deployfile.star, searched upward)")
+	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "show more: debug lines, per-host timings")
+	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "show less: errors, warnings and the summary")
+	fs.StringVar(&o.Format, "format", "", "output format: pretty, plain or json (default: pretty on a terminal, else plain)")
+	fs.StringVar(&o.Log, "log", "", "also write the run to `FILE` (default: log/star-deploy.log next to the Deployfile, when log/ exists)")
+	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
+	fs.BoolVar(&o.Version, "version", false, "print the version")
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if o.Verbose && o.Quiet {
+		return nil, fs, errors.New("-v and -q cannot be used together")
+	}
+	for _, w := range fs.Args() {
+		if m := settingRE.FindStringSubmatch(w); m != nil {
+			o.Settings[m[1]] = m[2]
+			continue
+		}
+		o.Words = append(o.Words, w)
+	}
+	return o, fs, nil
+}
+
+// findDeployfile returns the Deployfile to load: the -f path, or Deployfile.star in the working
+// directory or the nearest folder above it.
+func findDeployfile(flag string) (string, error) {
+	if flag != "" {
+		if _, err := os.Stat(flag); err != nil {
+			return "", &runtime.UsageError{Msg: fmt.Sprintf("-f %s: %v", flag, errors.Unwrap(err))}
+		}
+		return flag, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		p := filepath.Join(dir, "Deployfile.star")
+		if _, err := os.Stat(p); err == nil {
+			if rel, err := filepath.Rel(wd, p); err == nil {
+				return rel, nil
+			}
+			return p, nil
+		}
+		if filepath.Dir(dir) == dir {
+			break
+		}
+	}
+	return "", &runtime.UsageError{Msg: "no Deployfile.star in this folder or any above it; create one, or name it with -f"}
+}
+
+func run(o *Options, stdio IO) error {
+	file, err := findDeployfile(o.File)
+	if err != nil {
+		return err
+	}
+	verbosity := 0
+	if o.Verbose {
+		verbosity = 1
+	} else if o.Quiet {
+		verbosity = -1
+	}
+	format := output.Plain
+	if stdio.Color {
+		format = output.Pretty
+	}
+	if o.Format != "" {
+		if format, err = output.ParseFormat(o.Format); err != nil {
+			return &runtime.UsageError{Msg: "--format: " + err.Error()}
+		}
+	}
+	redactor := &output.Redactor{}
+	sinks := []output.Sink{output.NewPrinter(stdio.Stdout, output.Options{Format: format, Color: stdio.Color && format == output.Pretty, Verbosity: verbosity})}
+	logPath := o.Log
+	if logPath == "" {
+		if st, err := os.Stat(filepath.Join(filepath.Dir(file), "log")); err == nil && st.IsDir() {
+			logPath = filepath.Join(filepath.Dir(file), "log", "star-deploy.log")
+		}
+	}
+	if logPath != "" {
+		logSink, closer, err := output.OpenLog(logPath)
+		if err != nil {
+			return &runtime.UsageError{Msg: "--log: " + err.Error()}
+		}
+		defer closer.Close()
+		sinks = append(sinks, logSink)
+	}
+	var plan *planRecorder
+	if o.DryRun {
+		plan = &planRecorder{}
+		sinks = append(sinks, plan)
+	}
+	sink := output.Redacting(redactor, output.Multi(sinks...))
+
+	sess, err := starlib.Load(starlib.Options{
+		File:       file,
+		Vars:       o.Settings,
+		SearchPath: filepath.SplitList(os.Getenv("STAR_DEPLOY_PATH")),
+		Sink:       sink,
+		Redactor:   redactor,
+	})
+	if err != nil {
+		return err
+	}
+	words := o.Words
+	if stages := sess.Stages(); len(stages) > 0 {
+		if len(words) > 0 && contains(stages, words[0]) {
+			if err := sess.SelectStage(words[0]); err != nil {
+				return err
+			}
+			words = words[1:]
+		} else if !o.Tasks && (o.Prereqs == "" || len(words) > 0) {
+			first := "nothing"
+			if len(words) > 0 {
+				first = fmt.Sprintf("%q", words[0])
+			}
+			return &runtime.UsageError{Msg: fmt.Sprintf("this Deployfile declares stages, so the first word must name one (got %s); the stages are: %s", first, strings.Join(stages, ", "))}
+		}
+	}
+	if err := sess.Finish(); err != nil {
+		return err
+	}
+	cfg := sess.Config
+	switch {
+	case o.Tasks:
+		pattern := ""
+		if len(words) > 0 {
+			pattern = words[0]
+		}
+		listTasks(stdio.Stdout, cfg, pattern, o.All)
+		return nil
+	case o.Prereqs != "":
+		tree, err := cfg.Plan(o.Prereqs)
+		if err != nil {
+			return err
+		}
+		tree.Print(stdio.Stdout)
+		return nil
+	}
+	if len(words) == 0 {
+		return &runtime.UsageError{Msg: "name a task to run; star-deploy -T lists them"}
+	}
+	for _, w := range words {
+		if _, err := cfg.Plan(w); err != nil {
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	hard, hardCancel := context.WithCancel(context.Background())
+	defer hardCancel()
+	sigs := stdio.Interrupts
+	if sigs == nil {
+		ch := make(chan os.Signal, 2)
+		signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		sink.Emit(output.Event{Kind: output.Warn, Text: "interrupted: stopping commands and rolling back (interrupt again to abandon the rollback)"})
+		cancel(errInterrupted)
+		select {
+		case <-sigs:
+			hardCancel()
+		case <-hard.Done():
+		}
+	}()
+
+	eng := &runtime.Engine{
+		Config: cfg,
+		Filter: runtime.Filter{Roles: o.Roles, Hosts: o.Hosts},
+		Sink:   sink,
+		Hard:   hard,
+		Local:  &transport.Local{Dir: sess.Dir},
+	}
+	if o.DryRun {
+		eng.Local = &transport.Recording{Dry: true}
+		eng.Connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			return &transport.Recording{Dry: true}, nil
+		}
+	} else {
+		eng.Connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			if h.Local {
+				return &transport.Local{Dir: sess.Dir}, nil
+			}
+			return nil, fmt.Errorf("%s is a remote host and this build of star-deploy has no SSH transport; declare it local=True to run on this machine", h.Name)
+		}
+	}
+	err = eng.Run(ctx, words)
+	hardCancel()
+	if plan != nil {
+		plan.print(stdio.Stdout)
+	}
+	if err != nil && context.Cause(ctx) == errInterrupted {
+		return fmt.Errorf("%w: %w", errInterrupted, err)
+	}
+	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// listTasks writes -T: every task with a description (all with -A) whose name contains pattern.
+func listTasks(w io.Writer, cfg *runtime.Config, pattern string, all bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, name := range cfg.TaskNames() {
+		t := cfg.Tasks[name]
+		if pattern != "" && !strings.Contains(name, pattern) {
+			continue
+		}
+		if t.Desc == "" && !all {
+			continue
+		}
+		desc := t.Desc
+		if i := strings.IndexByte(desc, '\n'); i >= 0 {
+			desc = desc[:i]
+		}
+		fmt.Fprintf(tw, "star-deploy %s\t# %s\n", name, desc)
+	}
+	tw.Flush()
+}
+
+// planRecorder collects the commands of a dry run, per host, to print them grouped at the end.
+type planRecorder struct {
+	order []string
+	cmds  map[string][]string
+	mu    chanMutex
+}
+
+type chanMutex struct{ ch chan struct{} }
+
+func (m *chanMutex) lock() {
+	if m.ch == nil {
+		m.ch = make(chan struct{}, 1)
+	}
+	m.ch <- struct{}{}
+}
+func (m *chanMutex) unlock() { <-m.ch }
+
+func (p *planRecorder) Emit(e output.Event) {
+	if e.Kind != output.Command {
+		return
+	}
+	p.mu.lock()
+	defer p.mu.unlock()
+	if p.cmds == nil {
+		p.cmds = map[string][]string{}
+	}
+	if _, ok := p.cmds[e.Host]; !ok {
+		p.order = append(p.order, e.Host)
+	}
+	p.cmds[e.Host] = append(p.cmds[e.Host], e.Text)
+}
+
+func (p *planRecorder) print(w io.Writer) {
+	hosts := append([]string(nil), p.order...)
+	sort.Strings(hosts)
+	fmt.Fprintln(w, "\nDry run: the commands each host would run (nothing was connected to or changed):")
+	for _, h := range hosts {
+		fmt.Fprintf(w, "%s:\n", h)
+		for _, c := range p.cmds[h] {
+			fmt.Fprintf(w, "  $ %s\n", strings.ReplaceAll(c, "\n", "\n    "))
+		}
+	}
+}
+
+// exitCode maps an outcome to star-deploy's exit status.
+func exitCode(err error) int {
+	var (
+		le *starlib.LoadError
+		ce *runtime.ConfigError
+		ue *runtime.UsageError
+	)
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, errInterrupted):
+		return ExitInterrupted
+	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue):
+		return ExitUsage
+	}
+	return ExitFailed
+}

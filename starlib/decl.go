@@ -1,0 +1,343 @@
+package starlib
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.starlark.net/starlark"
+
+	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/output"
+)
+
+var declarations = register(&Family{
+	Name: "Declarations",
+	Doc:  "declare servers, roles, variables, stages, tasks and hooks (top level of a recipe file)",
+	Builtins: []Builtin{
+		{Name: "set", Sig: "(name, value)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
+		{Name: "fetch", Sig: "(name, default=<error>)", Doc: "the value of a variable, or default; an unknown name without default is an error", Fn: builtinFetch},
+		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data`, Phase: phaseLoad, Fn: builtinServer},
+		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
+		{Name: "stage", Sig: "(name, fn)", Doc: "declare a stage: fn() declares its servers and variables and runs only when the stage is selected", Phase: phaseLoad, Fn: builtinStage},
+		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order", Phase: phaseLoad, Fn: builtinTask},
+		{Name: "before", Sig: "(task, hook)", Doc: "run hook (a task name or a function) before task, every time task runs", Phase: phaseLoad, Fn: builtinHook(false)},
+		{Name: "after", Sig: "(task, hook)", Doc: "run hook (a task name or a function) after task, every time task runs", Phase: phaseLoad, Fn: builtinHook(true)},
+	},
+})
+
+var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func builtinSet(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var value starlark.Value
+	secret := false
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "value", &value, "secret?", &secret); err != nil {
+		return nil, err
+	}
+	if !varName.MatchString(name) {
+		return nil, fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", b.Name(), name)
+	}
+	if fn, ok := value.(*starlark.Function); ok && fn.NumParams() > 1 {
+		return nil, fmt.Errorf("%s: the lazy value of %q takes %d parameters; a lazy value takes none, or one (the host)", b.Name(), name, fn.NumParams())
+	}
+	s := sessionOf(th)
+	if !s.Vars.Set(name, value, secret, posOf(th)) {
+		s.opts.Sink.Emit(output.Event{Kind: output.Debug, Text: fmt.Sprintf("%s: %s is set on the command line; ignoring set()", posOf(th), name)})
+	}
+	return starlark.None, nil
+}
+
+func builtinFetch(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var def starlark.Value
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "default?", &def); err != nil {
+		return nil, err
+	}
+	s := sessionOf(th)
+	var h *runtime.Host
+	if x := execOf(th); x != nil && !x.x.Task.Local {
+		h = x.x.Host
+	}
+	v, ok, err := s.Vars.Fetch(th, name, h)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	if !ok {
+		if def != nil {
+			return def, nil
+		}
+		return nil, fmt.Errorf("%s: unknown variable %q: set it with set(%q, ...), pass %s=VALUE on the command line, or give fetch a default", b.Name(), name, name, name)
+	}
+	return v, nil
+}
+
+// hostOpts are the server()/role() options that are not free-form props.
+type hostOpts struct {
+	roles     stringList
+	user      string
+	port      int
+	primary   bool
+	noRelease bool
+	local     bool
+	props     map[string]any
+}
+
+func (o *hostOpts) unpack(name string, kwargs []starlark.Tuple, allowRoles bool) error {
+	o.props = map[string]any{}
+	for _, kv := range kwargs {
+		k := string(kv[0].(starlark.String))
+		v := kv[1]
+		var err error
+		switch k {
+		case "roles":
+			if !allowRoles {
+				err = fmt.Errorf("the role is the first argument")
+				break
+			}
+			err = o.roles.Unpack(v)
+		case "user":
+			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "user", &o.user)
+		case "port":
+			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "port", &o.port)
+			if err == nil && (o.port < 1 || o.port > 65535) {
+				err = fmt.Errorf("port %d is not from 1 to 65535", o.port)
+			}
+		case "primary":
+			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "primary", &o.primary)
+		case "no_release":
+			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "no_release", &o.noRelease)
+		case "local":
+			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "local", &o.local)
+		default:
+			v.Freeze()
+			o.props[k] = v
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: for parameter %s: %s", name, k, strings.TrimPrefix(err.Error(), name+": "))
+		}
+	}
+	return nil
+}
+
+func (s *Session) declareHost(addr string, o *hostOpts, pos runtime.Pos) (*runtime.Host, error) {
+	user, hostname, port, err := runtime.ParseAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	if o.user != "" {
+		user = o.user
+	}
+	if o.port != 0 {
+		port = o.port
+	}
+	h := &runtime.Host{
+		Name: addr, Hostname: hostname, User: user, Port: port,
+		Roles: append([]string(nil), o.roles...), Primary: o.primary, NoRelease: o.noRelease,
+		Local: o.local, Props: o.props, Pos: pos,
+	}
+	return s.Config.AddHost(h), nil
+}
+
+func builtinServer(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var addr string
+	if err := starlark.UnpackPositionalArgs(b.Name(), args, nil, 1, &addr); err != nil {
+		return nil, err
+	}
+	var o hostOpts
+	if err := o.unpack(b.Name(), kwargs, true); err != nil {
+		return nil, err
+	}
+	h, err := sessionOf(th).declareHost(addr, &o, posOf(th))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", b.Name(), err)
+	}
+	return hostValue(nil, h), nil
+}
+
+func builtinRole(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var addrs stringList
+	if err := starlark.UnpackPositionalArgs(b.Name(), args, nil, 2, &name, &addrs); err != nil {
+		return nil, err
+	}
+	var o hostOpts
+	if err := o.unpack(b.Name(), kwargs, false); err != nil {
+		return nil, err
+	}
+	o.roles = stringList{name}
+	s := sessionOf(th)
+	for _, a := range addrs {
+		if _, err := s.declareHost(a, &o, posOf(th)); err != nil {
+			return nil, fmt.Errorf("%s: %v", b.Name(), err)
+		}
+	}
+	return starlark.None, nil
+}
+
+func builtinStage(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var fn starlark.Callable
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "fn", &fn); err != nil {
+		return nil, err
+	}
+	if err := sessionOf(th).addStage(name, fn, posOf(th)); err != nil {
+		return nil, fmt.Errorf("%s: %v", b.Name(), err)
+	}
+	return starlark.None, nil
+}
+
+// durationArg unpacks "10s"/"1m30s" strings, or numbers of seconds.
+type durationArg time.Duration
+
+func (d *durationArg) Unpack(v starlark.Value) error {
+	switch v := v.(type) {
+	case starlark.NoneType:
+		*d = 0
+		return nil
+	case starlark.String:
+		x, err := time.ParseDuration(string(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. \"10s\", \"1m30s\")", string(v))
+		}
+		if x < 0 {
+			return fmt.Errorf("%q is negative", string(v))
+		}
+		*d = durationArg(x)
+		return nil
+	case starlark.Int, starlark.Float:
+		f, _ := starlark.AsFloat(v)
+		if f < 0 {
+			return fmt.Errorf("%v is negative", v)
+		}
+		*d = durationArg(time.Duration(f * float64(time.Second)))
+		return nil
+	}
+	return fmt.Errorf("got %s, want a duration such as \"10s\"", v.Type())
+}
+
+// batchArg unpacks a host count or a percentage string such as "25%".
+type batchArg runtime.Batch
+
+func (a *batchArg) Unpack(v starlark.Value) error {
+	switch v := v.(type) {
+	case starlark.Int:
+		n, ok := v.Int64()
+		if !ok || n < 0 {
+			return fmt.Errorf("%v is not a host count", v)
+		}
+		*a = batchArg{N: int(n)}
+		return nil
+	case starlark.String:
+		s := strings.TrimSpace(string(v))
+		if p, ok := strings.CutSuffix(s, "%"); ok {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 100 {
+				return fmt.Errorf("%q is not a percentage from 1%% to 100%%", s)
+			}
+			*a = batchArg{Percent: n}
+			return nil
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q is neither a host count nor a percentage such as \"25%%\"", s)
+		}
+		*a = batchArg{N: n}
+		return nil
+	}
+	return fmt.Errorf("got %s, want a host count or a percentage such as \"25%%\"", v.Type())
+}
+
+func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var (
+		name          string
+		body          starlark.Value
+		desc          string
+		roles, hosts  stringList
+		once, local   bool
+		release       bool
+		limit         int
+		batch         batchArg
+		wait, timeout durationArg
+	)
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
+		"name", &name, "fn_or_steps", &body, "desc?", &desc, "roles?", &roles, "hosts?", &hosts,
+		"once?", &once, "local?", &local, "release?", &release, "limit?", &limit, "batch?", &batch,
+		"wait?", &wait, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	if name == "" || strings.ContainsAny(name, " \t\n") {
+		return nil, fmt.Errorf("%s: %q is not a task name (no spaces; use \":\" for namespaces)", b.Name(), name)
+	}
+	if limit < 0 {
+		return nil, fmt.Errorf("%s: for parameter limit: %d is negative", b.Name(), limit)
+	}
+	if local && (len(roles) > 0 || len(hosts) > 0 || once) {
+		return nil, fmt.Errorf("%s: a local task runs once on this machine; it takes no roles, hosts or once", b.Name())
+	}
+	s := sessionOf(th)
+	t := &runtime.Task{
+		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
+		Release: release, Limit: limit, Batch: runtime.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
+	}
+	switch body := body.(type) {
+	case starlark.Callable:
+		fn, ok := body.(*starlark.Function)
+		if ok && !local && fn.NumParams() != 1 {
+			return nil, fmt.Errorf("%s: the function of task %q takes %d parameters; a task function takes the host: def %s(host): ... (or declare the task local=True)", b.Name(), name, fn.NumParams(), fn.Name())
+		}
+		if ok && local && fn.NumParams() != 0 {
+			return nil, fmt.Errorf("%s: the function of local task %q takes %d parameters; a local task function takes none", b.Name(), name, fn.NumParams())
+		}
+		t.Body = s.taskBody(body, local)
+	case *starlark.List, starlark.Tuple:
+		var steps stringList
+		if err := steps.Unpack(body); err != nil {
+			return nil, fmt.Errorf("%s: for parameter fn_or_steps: %v", b.Name(), err)
+		}
+		t.Steps = steps
+		if t.Steps == nil {
+			t.Steps = []string{}
+		}
+	case starlark.NoneType:
+		// An empty hook point.
+	default:
+		return nil, fmt.Errorf("%s: for parameter fn_or_steps: got %s, want a function, a list of task names, or None", b.Name(), body.Type())
+	}
+	if old := s.Config.AddTask(t); old != nil {
+		s.opts.Sink.Emit(output.Event{Kind: output.Debug, Text: fmt.Sprintf("%s: task %s redefined (was declared at %s)", t.Pos, name, old.Pos)})
+	}
+	return starlark.None, nil
+}
+
+func builtinHook(after bool) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
+	return func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var task string
+		var hook starlark.Value
+		if err := starlark.UnpackArgs(b.Name(), args, kwargs, "task", &task, "hook", &hook); err != nil {
+			return nil, err
+		}
+		s := sessionOf(th)
+		pos := posOf(th)
+		var h runtime.Hook
+		switch hook := hook.(type) {
+		case starlark.String:
+			h = runtime.Hook{Name: string(hook), Pos: pos}
+		case *starlark.Function:
+			if n := hook.NumParams(); n > 1 {
+				return nil, fmt.Errorf("%s: the hook function %s takes %d parameters; it takes the host (or none, for a hook on a local task)", b.Name(), hook.Name(), n)
+			}
+			name := fmt.Sprintf("%s %s: %s", b.Name(), task, hook.Name())
+			h = runtime.Hook{Name: name, Pos: pos, Task: &runtime.Task{
+				Name: name, Pos: pos, Anonymous: true, Body: s.taskBody(hook, hook.NumParams() == 0),
+			}}
+		default:
+			return nil, fmt.Errorf("%s: for parameter hook: got %s, want a task name or a function", b.Name(), hook.Type())
+		}
+		s.Config.AddHook(task, after, h, pos)
+		return starlark.None, nil
+	}
+}

@@ -1,0 +1,389 @@
+// Package starlib is star-deploy's recipe language: the Starlark builtins a Deployfile calls,
+// the loading of Deployfiles, stages and libraries, and the turning of task functions into
+// engine task bodies.
+package starlib
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+
+	"github.com/star-deploy/star-deploy/recipes"
+	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/output"
+)
+
+// Options configure a Session.
+type Options struct {
+	// File is the Deployfile to load.
+	File string
+	// Vars are NAME=VALUE settings from the command line; they win over set().
+	Vars map[string]string
+	// SearchPath lists folders searched for load() paths not found beside the loading file
+	// (STAR_DEPLOY_PATH).
+	SearchPath []string
+	// Sink receives info/warn messages printed while loading, and -v notes.
+	Sink output.Sink
+	// Redactor, when set, learns every value marked secret.
+	Redactor *output.Redactor
+	// Now is the run's start time; release_timestamp is derived from it. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Session is one run's recipe state: the configuration being declared, variables, loaded modules
+// and stages. It is reached from Starlark threads through thread locals, never through globals.
+type Session struct {
+	Config *runtime.Config
+	Vars   *Vars
+	// Dir is the folder of the Deployfile; relative local paths are resolved against it.
+	Dir string
+
+	opts    Options
+	mu      sync.Mutex
+	modules map[string]*module
+	stages  map[string]*stageDecl
+	stageNs []string
+	stage   string
+
+	primaries map[*runtime.Host]bool
+}
+
+type module struct {
+	globals starlark.StringDict
+	err     error
+	loading bool
+}
+
+type stageDecl struct {
+	name string
+	fn   starlark.Callable // nil for a deploy/<stage>.star file
+	file string
+	pos  runtime.Pos
+}
+
+// LoadError is a mistake in a recipe file found while loading it: a syntax error, a failing
+// builtin, an unknown name. Its message starts with file:line:col.
+type LoadError struct {
+	Msg string
+	Err error
+}
+
+func (e *LoadError) Error() string { return e.Msg }
+func (e *LoadError) Unwrap() error { return e.Err }
+
+const (
+	localSession = "star-deploy.session"
+	localPhase   = "star-deploy.phase"
+	localFile    = "star-deploy.file"
+	localExec    = "star-deploy.exec"
+)
+
+type phase int
+
+const (
+	phaseLoad phase = iota + 1
+	phaseExec
+)
+
+// Load reads the Deployfile named by opts.File and every file it loads. Stage files
+// (deploy/<stage>.star next to it) are found but not run: see SelectStage.
+func Load(opts Options) (*Session, error) {
+	if opts.Sink == nil {
+		opts.Sink = output.Discard
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	abs, err := filepath.Abs(opts.File)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		Config:  runtime.NewConfig(),
+		Vars:    newVars(opts.Vars, opts.Redactor),
+		Dir:     filepath.Dir(abs),
+		opts:    opts,
+		modules: map[string]*module{},
+		stages:  map[string]*stageDecl{},
+	}
+	s.Vars.preset("deployfile_dir", starlark.String(s.Dir))
+	s.Vars.preset("release_timestamp", starlark.String(opts.Now().UTC().Format("20060102150405")))
+	if _, err := s.exec(opts.File, nil); err != nil {
+		return nil, err
+	}
+	if err := s.findStageFiles(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stages returns the declared stage names, sorted.
+func (s *Session) Stages() []string {
+	out := append([]string(nil), s.stageNs...)
+	sort.Strings(out)
+	return out
+}
+
+// Stage returns the selected stage, or "".
+func (s *Session) Stage() string { return s.stage }
+
+// SelectStage runs the declarations of the named stage: its stage() function, or its
+// deploy/<stage>.star file. It sets the variable "stage".
+func (s *Session) SelectStage(name string) error {
+	st, ok := s.stages[name]
+	if !ok {
+		return &runtime.UsageError{Msg: fmt.Sprintf("unknown stage %q; the stages are: %s", name, strings.Join(s.Stages(), ", "))}
+	}
+	s.stage = name
+	s.Vars.preset("stage", starlark.String(name))
+	if st.fn != nil {
+		th := s.newThread(phaseLoad, st.pos.File)
+		if _, err := starlark.Call(th, st.fn, nil, nil); err != nil {
+			return loadError(err)
+		}
+		return nil
+	}
+	_, err := s.exec(st.file, nil)
+	return err
+}
+
+// Finish checks what can only be checked when every file is loaded: that every hook and step
+// names a declared task.
+func (s *Session) Finish() error {
+	s.computePrimaries()
+	return s.Config.Check()
+}
+
+func (s *Session) findStageFiles() error {
+	matches, _ := filepath.Glob(filepath.Join(s.Dir, "deploy", "*.star"))
+	for _, m := range matches {
+		name := strings.TrimSuffix(filepath.Base(m), ".star")
+		if old, ok := s.stages[name]; ok {
+			return &LoadError{Msg: fmt.Sprintf("%s: stage %q is declared twice: by stage() and by %s; keep one", old.pos, name, s.display(m))}
+		}
+		s.stages[name] = &stageDecl{name: name, file: m}
+		s.stageNs = append(s.stageNs, name)
+	}
+	return nil
+}
+
+func (s *Session) addStage(name string, fn starlark.Callable, pos runtime.Pos) error {
+	if _, ok := s.stages[name]; ok {
+		return fmt.Errorf("stage %q is already declared", name)
+	}
+	s.stages[name] = &stageDecl{name: name, fn: fn, pos: pos}
+	s.stageNs = append(s.stageNs, name)
+	return nil
+}
+
+// display returns the name shown for a file in positions: relative to the working directory
+// when that is shorter.
+func (s *Session) display(path string) string {
+	if strings.HasPrefix(path, "@star//") {
+		return path
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, path); err == nil && len(rel) < len(path) {
+			return rel
+		}
+	}
+	return path
+}
+
+func (s *Session) newThread(p phase, file string) *starlark.Thread {
+	th := &starlark.Thread{
+		Name:  "load " + file,
+		Load:  s.load,
+		Print: func(th *starlark.Thread, msg string) { s.info(th, output.Info, msg) },
+	}
+	th.SetLocal(localSession, s)
+	th.SetLocal(localPhase, p)
+	th.SetLocal(localFile, file)
+	return th
+}
+
+// info reports a message printed at load time or by a task.
+func (s *Session) info(th *starlark.Thread, kind output.Kind, msg string) {
+	if x := execOf(th); x != nil {
+		x.x.Emit(kind, msg)
+		return
+	}
+	s.opts.Sink.Emit(output.Event{Kind: kind, Text: msg})
+}
+
+// exec runs the file at path (a real path, or @star//NAME) as a module and returns its globals.
+func (s *Session) exec(path string, chain []string) (starlark.StringDict, error) {
+	var key string
+	var src []byte
+	var err error
+	if name, ok := strings.CutPrefix(path, "@star//"); ok {
+		key = path
+		src, err = fs.ReadFile(recipes.FS, name)
+		if err != nil {
+			return nil, fmt.Errorf("no built-in library %q; the built-in libraries are: %s", path, strings.Join(builtinLibraries(), ", "))
+		}
+	} else {
+		key, err = filepath.Abs(path)
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	m, ok := s.modules[key]
+	if ok {
+		s.mu.Unlock()
+		if m.loading {
+			names := make([]string, 0, len(chain)+1)
+			for _, c := range chain {
+				names = append(names, s.display(c))
+			}
+			return nil, fmt.Errorf("load cycle: %s -> %s", strings.Join(names, " -> "), s.display(key))
+		}
+		return m.globals, m.err
+	}
+	m = &module{loading: true}
+	s.modules[key] = m
+	s.mu.Unlock()
+
+	if src == nil {
+		src, err = os.ReadFile(key)
+		if err != nil {
+			m.err = err
+			m.loading = false
+			return nil, err
+		}
+	}
+	disp := s.display(key)
+	th := s.newThread(phaseLoad, key)
+	th.SetLocal(localChain, append(append([]string(nil), chain...), key))
+	opts := &syntax.FileOptions{Set: true, While: true, TopLevelControl: true, GlobalReassign: true, Recursion: true}
+	globals, err := starlark.ExecFileOptions(opts, th, disp, src, predeclared())
+	if err != nil {
+		err = loadError(err)
+	}
+	m.globals, m.err, m.loading = globals, err, false
+	return globals, err
+}
+
+const localChain = "star-deploy.chain"
+
+// load implements load() for Starlark threads: "@star//NAME.star" is a built-in library; other
+// paths are relative to the loading file, then searched in the search path.
+func (s *Session) load(th *starlark.Thread, name string) (starlark.StringDict, error) {
+	chain, _ := th.Local(localChain).([]string)
+	if strings.HasPrefix(name, "@star//") {
+		return s.exec(name, chain)
+	}
+	from, _ := th.Local(localFile).(string)
+	base := s.Dir
+	if from != "" && !strings.HasPrefix(from, "@star//") {
+		base = filepath.Dir(from)
+	}
+	var tried []string
+	try := func(p string) (string, bool) {
+		tried = append(tried, p)
+		_, err := os.Stat(p)
+		return p, err == nil
+	}
+	var path string
+	found := false
+	if filepath.IsAbs(name) {
+		path, found = try(name)
+	} else {
+		path, found = try(filepath.Join(base, name))
+		for _, dir := range s.opts.SearchPath {
+			if found || dir == "" {
+				break
+			}
+			path, found = try(filepath.Join(dir, name))
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("cannot find %q (looked in %s); paths are relative to the loading file, then STAR_DEPLOY_PATH", name, strings.Join(tried, ", "))
+	}
+	return s.exec(path, chain)
+}
+
+func builtinLibraries() []string {
+	entries, _ := fs.ReadDir(recipes.FS, ".")
+	var out []string
+	for _, e := range entries {
+		out = append(out, "@star//"+e.Name())
+	}
+	return out
+}
+
+// loadError turns a Starlark error into a LoadError whose message starts with the position of
+// the innermost frame in a recipe file, followed by the backtrace.
+func loadError(err error) error {
+	var le *LoadError
+	if errors.As(err, &le) {
+		return err
+	}
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		return &LoadError{Msg: describeEval(ee), Err: err}
+	}
+	var se syntax.Error
+	if errors.As(err, &se) {
+		return &LoadError{Msg: se.Error(), Err: err}
+	}
+	return &LoadError{Msg: err.Error(), Err: err}
+}
+
+// describeEval formats a Starlark evaluation error as "file:line:col: message" at the innermost
+// frame with a position, then the call stack when it has more than one frame.
+func describeEval(ee *starlark.EvalError) string {
+	var pos string
+	for i := len(ee.CallStack) - 1; i >= 0; i-- {
+		if p := ee.CallStack[i].Pos; p.IsValid() && p.Filename() != "<builtin>" {
+			pos = p.String()
+			break
+		}
+	}
+	msg := ee.Msg
+	var inner *starlark.EvalError
+	if cause := errors.Unwrap(ee); cause != nil && errors.As(cause, &inner) && inner != ee {
+		return describeEval(inner)
+	}
+	var b strings.Builder
+	if pos != "" {
+		b.WriteString(pos + ": ")
+	}
+	b.WriteString(msg)
+	frames := 0
+	for _, fr := range ee.CallStack {
+		if fr.Pos.IsValid() && fr.Pos.Filename() != "<builtin>" {
+			frames++
+		}
+	}
+	if frames > 1 {
+		b.WriteString("\nTraceback (most recent call last):")
+		for _, fr := range ee.CallStack {
+			if !fr.Pos.IsValid() || fr.Pos.Filename() == "<builtin>" {
+				continue
+			}
+			fmt.Fprintf(&b, "\n  %s: in %s", fr.Pos, fr.Name)
+		}
+	}
+	return b.String()
+}
+
+func sessionOf(th *starlark.Thread) *Session {
+	s, _ := th.Local(localSession).(*Session)
+	return s
+}
+
+func posOf(th *starlark.Thread) runtime.Pos {
+	p := th.CallFrame(1).Pos
+	return runtime.Pos{File: p.Filename(), Line: int(p.Line), Col: int(p.Col)}
+}
