@@ -178,7 +178,7 @@ func failedHosts(err error) []string {
 	}
 	var out []string
 	for _, f := range te.Failures {
-		if !errors.Is(f.Err, errPeerFailed) {
+		if !errors.Is(f.Err, errPeerFailed) && !errors.Is(f.Err, errStopped) {
 			out = append(out, f.Host.Name)
 		}
 	}
@@ -233,6 +233,10 @@ func (e *Engine) runTask(ctx context.Context, n *Node) error {
 		e.emit(output.Event{Kind: output.TaskStart, Task: t.Name, Pos: t.Pos.String(), Hosts: []string{LocalHost.Name}, Text: label})
 		start := e.now()
 		err := e.runOn(ctx, t, LocalHost)
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) {
+			e.emit(output.Event{Kind: output.TaskEnd, Task: t.Name, Duration: e.now().Sub(start)})
+			return fmt.Errorf("%s: %w", t.Name, err)
+		}
 		var te *TaskError
 		if err != nil {
 			te = &TaskError{Task: t, Failures: []*HostError{{Host: LocalHost, Task: t, Err: err}}}
@@ -283,7 +287,7 @@ func (e *Engine) runTask(ctx context.Context, n *Node) error {
 		e.emit(ev)
 		if len(ev.Failed) == 0 && ctx.Err() != nil {
 			// Every host was stopped by the run's own cancellation, not by a failure.
-			return context.Cause(ctx)
+			return fmt.Errorf("%s: %w", t.Name, context.Cause(ctx))
 		}
 		return te
 	}
@@ -335,6 +339,10 @@ func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostEr
 		if err == nil {
 			continue
 		}
+		if ctx.Err() != nil && !errors.Is(err, errPeerFailed) && errors.Is(err, context.Cause(ctx)) {
+			// Stopped by the run's own cancellation (an interrupt): not a failure of this host.
+			err = errStopped
+		}
 		he := &HostError{Host: hosts[i], Task: t, Err: err}
 		e.reportFailure(he)
 		out = append(out, he)
@@ -342,9 +350,12 @@ func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostEr
 	return out
 }
 
+// errStopped marks a host whose work the run's cancellation stopped.
+var errStopped = errors.New("stopped: the run was cancelled")
+
 func (e *Engine) reportFailure(he *HostError) {
 	kind := output.HostError
-	if errors.Is(he.Err, errPeerFailed) {
+	if errors.Is(he.Err, errPeerFailed) || errors.Is(he.Err, errStopped) {
 		kind = output.Warn
 	}
 	e.emit(output.Event{Kind: kind, Task: he.Task.Name, Host: he.Host.Name, Text: he.Err.Error()})

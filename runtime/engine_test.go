@@ -445,3 +445,57 @@ func TestParseAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelStopsHostsAndRollsBack cancels the run while every host is in a command: the run's
+// error is the cancellation's cause, no host is reported as failed, and rollback actions run.
+func TestCancelStopsHostsAndRollsBack(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+def work(host):
+    on_rollback(lambda host: run("undo", host.name))
+    run("long")
+task("work", work, roles="app")
+task("later", lambda host: run("later"), roles="app")
+`), nil)
+	stop := errors.New("interrupted by the test")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	var started sync.WaitGroup
+	started.Add(3)
+	go func() { started.Wait(); cancel(stop) }()
+	r.respond = func(host, line string) transport.Response {
+		if line == "long" {
+			started.Done()
+			return transport.Response{Delay: time.Hour}
+		}
+		return transport.Response{}
+	}
+	eng := &runtime.Engine{
+		Config: r.sess.Config,
+		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			return r.recorder(h.Name), nil
+		},
+		Sink: output.SinkFunc(func(e output.Event) {
+			r.mu.Lock()
+			r.events = append(r.events, e)
+			r.mu.Unlock()
+		}),
+	}
+	err := eng.Run(ctx, []string{"work", "later"})
+	if !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want the cancellation cause", err)
+	}
+	var te *runtime.TaskError
+	if errors.As(err, &te) {
+		t.Errorf("err is a TaskError, want a cancellation: %v", err)
+	}
+	for _, e := range r.events {
+		if e.Kind == output.HostError {
+			t.Errorf("host reported as failed on cancel: %+v", e)
+		}
+	}
+	for _, h := range []string{"web1", "web2", "web3"} {
+		lines := r.hosts[h].Lines()
+		if !strings.Contains(lines, "undo "+h) || strings.Contains(lines, "later") {
+			t.Errorf("%s ran:\n%s", h, lines)
+		}
+	}
+}
