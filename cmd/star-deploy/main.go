@@ -10,9 +10,16 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], cli.IO{
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
-		Color:  output.ColorEnabled(os.Stdout),
-	}))
+	os.Exit(run())
+}
+
+// run is the whole program: it runs star-deploy with the process's arguments and standard streams
+// and returns the exit status. The end-to-end tests run the binary through it too.
+func run() int {
+	return cli.Main(os.Args[1:], cli.IO{
+		Stdout:   os.Stdout,
+		Stderr:   os.Stderr,
+		Terminal: output.IsTerminal(os.Stdout),
+		Color:    output.ColorEnabled(os.Stdout),
+	})
 }

@@ -13,8 +13,9 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
-	"text/tabwriter"
 
 	"github.com/spf13/pflag"
 
@@ -72,7 +73,9 @@ type Options struct {
 // IO is where an invocation reads and writes.
 type IO struct {
 	Stdout, Stderr io.Writer
-	// Color says whether Stdout is a terminal that wants colour.
+	// Terminal says whether Stdout is a terminal: the default format is then pretty, else plain.
+	Terminal bool
+	// Color says whether Stdout is a terminal that wants colour (NO_COLOR unset).
 	Color bool
 	// Interrupts, when set, delivers interrupt signals; nil means the process's own SIGINT/SIGTERM.
 	Interrupts <-chan os.Signal
@@ -86,9 +89,7 @@ func Main(args []string, stdio IO) int {
 		return ExitUsage
 	}
 	if opts.Help {
-		fmt.Fprint(stdio.Stdout, usage)
-		fs.SetOutput(stdio.Stdout)
-		fs.PrintDefaults()
+		printUsage(stdio.Stdout, fs)
 		return ExitOK
 	}
 	if opts.Version {
@@ -99,42 +100,59 @@ func Main(args []string, stdio IO) int {
 		return help(opts.Words[1:], stdio)
 	}
 	err = run(opts, stdio)
-	code := exitCode(err)
-	if err != nil && code != ExitFailed && code != ExitInterrupted {
+	var rep *reportedError
+	if err != nil && !errors.As(err, &rep) {
 		fmt.Fprintf(stdio.Stderr, "star-deploy: %v\n", err)
 	}
-	return code
+	return exitCode(err)
+}
+
+// reportedError is an error the run's output has already shown (in its closing summary), so
+// Main does not print it again.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
+// deployfileError is an error loading or checking the Deployfile (or a file it loads) that
+// starlib did not classify, such as an unreadable file. Like a LoadError, it exits 2.
+type deployfileError struct{ err error }
+
+func (e *deployfileError) Error() string { return e.err.Error() }
+func (e *deployfileError) Unwrap() error { return e.err }
+
+func loadFailed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &deployfileError{err}
 }
 
 func help(words []string, stdio IO) int {
-	if len(words) == 1 && words[0] == "builtins" {
+	switch {
+	case len(words) == 0:
+		printUsage(stdio.Stdout, newFlagSet(&Options{}))
+		fmt.Fprintln(stdio.Stdout, "\nHelp topics (star-deploy help TOPIC):\n  builtins  every builtin of the recipe language, with its signature")
+		return ExitOK
+	case len(words) == 1 && words[0] == "builtins":
 		starlib.WriteHelp(stdio.Stdout)
 		return ExitOK
 	}
-	fmt.Fprintln(stdio.Stderr, "star-deploy: help topics: builtins")
+	fmt.Fprintf(stdio.Stderr, "star-deploy: no help topic %q; the topics are: builtins\n", strings.Join(words, " "))
 	return ExitUsage
+}
+
+func printUsage(w io.Writer, fs *pflag.FlagSet) {
+	fmt.Fprint(w, usage)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
 }
 
 var settingRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)=(.*)$`)
 
 func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	o := &Options{Settings: map[string]string{}}
-	fs := pflag.NewFlagSet("star-deploy", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.SortFlags = false
-	fs.BoolVarP(&o.Tasks, "tasks", "T", false, "list tasks with descriptions (a word after it filters by name)")
-	fs.BoolVarP(&o.All, "all", "A", false, "with -T: also list tasks without a description")
-	fs.StringVarP(&o.Prereqs, "prereqs", "P", "", "print the invocation tree of `TASK`: steps and hooks, with where each was declared")
-	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "print the commands each host would run; connect to nothing")
-	fs.StringSliceVarP(&o.Roles, "roles", "r", nil, "run only on hosts with one of these `ROLES` (comma list)")
-	fs.StringSliceVarP(&o.Hosts, "hosts", "z", nil, "run only on these `HOSTS` (comma list; names or regular expressions)")
-	fs.StringVarP(&o.File, "file", "f", "", "the Deployfile (default: Deployfile.star, searched upward)")
-	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "show more: debug lines, per-host timings")
-	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "show less: errors, warnings and the summary")
-	fs.StringVar(&o.Format, "format", "", "output format: pretty, plain or json (default: pretty on a terminal, else plain)")
-	fs.StringVar(&o.Log, "log", "", "also write the run to `FILE` (default: log/star-deploy.log next to the Deployfile, when log/ exists)")
-	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
-	fs.BoolVar(&o.Version, "version", false, "print the version")
+	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
 		return nil, fs, err
 	}
@@ -151,12 +169,37 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	return o, fs, nil
 }
 
+// newFlagSet returns star-deploy's flags, bound to the fields of o.
+func newFlagSet(o *Options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("star-deploy", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	fs.BoolVarP(&o.Tasks, "tasks", "T", false, "list tasks with descriptions (a word after it filters by name)")
+	fs.BoolVarP(&o.All, "all", "A", false, "with -T: also list tasks without a description")
+	fs.StringVarP(&o.Prereqs, "prereqs", "P", "", "print the invocation tree of `TASK`: steps and hooks, with where each was declared")
+	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "print the commands each host would run; connect to nothing")
+	fs.StringSliceVarP(&o.Roles, "roles", "r", nil, "run only on hosts with one of these `ROLES` (comma list)")
+	fs.StringSliceVarP(&o.Hosts, "hosts", "z", nil, "run only on these `HOSTS` (comma list; names or regular expressions)")
+	fs.StringVarP(&o.File, "file", "f", "", "the Deployfile, at `PATH` (default: Deployfile.star, searched upward)")
+	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "show more: debug lines, per-host timings")
+	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "show less: errors, warnings and the summary")
+	fs.StringVar(&o.Format, "format", "", "output `FORMAT`: pretty, plain or json (default: pretty on a terminal, else plain)")
+	fs.StringVar(&o.Log, "log", "", "also write the run to `FILE` (default: log/star-deploy.log next to the Deployfile, when log/ exists)")
+	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
+	fs.BoolVar(&o.Version, "version", false, "print the version")
+	return fs
+}
+
 // findDeployfile returns the Deployfile to load: the -f path, or Deployfile.star in the working
 // directory or the nearest folder above it.
 func findDeployfile(flag string) (string, error) {
 	if flag != "" {
-		if _, err := os.Stat(flag); err != nil {
+		st, err := os.Stat(flag)
+		if err != nil {
 			return "", &runtime.UsageError{Msg: fmt.Sprintf("-f %s: %v", flag, errors.Unwrap(err))}
+		}
+		if st.IsDir() {
+			return "", &runtime.UsageError{Msg: fmt.Sprintf("-f %s: is a folder; name the Deployfile itself", flag)}
 		}
 		return flag, nil
 	}
@@ -191,7 +234,7 @@ func run(o *Options, stdio IO) error {
 		verbosity = -1
 	}
 	format := output.Plain
-	if stdio.Color {
+	if stdio.Terminal {
 		format = output.Pretty
 	}
 	if o.Format != "" {
@@ -216,10 +259,13 @@ func run(o *Options, stdio IO) error {
 		sinks = append(sinks, logSink)
 	}
 	var plan *planRecorder
-	if o.DryRun {
+	if o.DryRun && format != output.JSON {
+		// In JSON every command is already an event of the stream; the grouped plan is for people.
 		plan = &planRecorder{}
 		sinks = append(sinks, plan)
 	}
+	ended := &runEndSeen{}
+	sinks = append(sinks, ended)
 	sink := output.Redacting(redactor, output.Multi(sinks...))
 
 	sess, err := starlib.Load(starlib.Options{
@@ -230,13 +276,13 @@ func run(o *Options, stdio IO) error {
 		Redactor:   redactor,
 	})
 	if err != nil {
-		return err
+		return loadFailed(err)
 	}
 	words := o.Words
 	if stages := sess.Stages(); len(stages) > 0 {
 		if len(words) > 0 && contains(stages, words[0]) {
 			if err := sess.SelectStage(words[0]); err != nil {
-				return err
+				return loadFailed(err)
 			}
 			words = words[1:]
 		} else if !o.Tasks && (o.Prereqs == "" || len(words) > 0) {
@@ -248,7 +294,7 @@ func run(o *Options, stdio IO) error {
 		}
 	}
 	if err := sess.Finish(); err != nil {
-		return err
+		return loadFailed(err)
 	}
 	cfg := sess.Config
 	switch {
@@ -273,6 +319,17 @@ func run(o *Options, stdio IO) error {
 	for _, w := range words {
 		if _, err := cfg.Plan(w); err != nil {
 			return err
+		}
+	}
+	filter := runtime.Filter{Roles: o.Roles, Hosts: o.Hosts}
+	if len(filter.Roles) > 0 || len(filter.Hosts) > 0 {
+		// A filter that matches no host at all is a typo, not a run that has nothing to do.
+		hosts, err := cfg.SelectHosts(&runtime.Task{}, filter)
+		if err != nil {
+			return err
+		}
+		if len(hosts) == 0 {
+			return &runtime.UsageError{Msg: fmt.Sprintf("no declared host matches %s; the hosts are: %s", describeFilter(filter), hostList(cfg))}
 		}
 	}
 
@@ -304,7 +361,7 @@ func run(o *Options, stdio IO) error {
 
 	eng := &runtime.Engine{
 		Config: cfg,
-		Filter: runtime.Filter{Roles: o.Roles, Hosts: o.Hosts},
+		Filter: filter,
 		Sink:   sink,
 		Hard:   hard,
 		Local:  &transport.Local{Dir: sess.Dir},
@@ -328,9 +385,49 @@ func run(o *Options, stdio IO) error {
 		plan.print(stdio.Stdout)
 	}
 	if err != nil && context.Cause(ctx) == errInterrupted {
-		return fmt.Errorf("%w: %w", errInterrupted, err)
+		err = fmt.Errorf("%w: %w", errInterrupted, err)
+	}
+	if err != nil && ended.seen.Load() {
+		// The run's closing summary has shown the error.
+		err = &reportedError{err}
 	}
 	return err
+}
+
+// runEndSeen is a Sink that notes whether the engine has reported the end of the run.
+type runEndSeen struct{ seen atomic.Bool }
+
+func (s *runEndSeen) Emit(e output.Event) {
+	if e.Kind == output.RunEnd {
+		s.seen.Store(true)
+	}
+}
+
+func describeFilter(f runtime.Filter) string {
+	var parts []string
+	if len(f.Roles) > 0 {
+		parts = append(parts, "--roles "+strings.Join(f.Roles, ","))
+	}
+	if len(f.Hosts) > 0 {
+		parts = append(parts, "--hosts "+strings.Join(f.Hosts, ","))
+	}
+	return strings.Join(parts, " and ")
+}
+
+// hostList describes the declared hosts with their roles, for error messages.
+func hostList(cfg *runtime.Config) string {
+	if len(cfg.Hosts) == 0 {
+		return "none (declare them with server() or role())"
+	}
+	var out []string
+	for _, h := range cfg.Hosts {
+		s := h.Name
+		if len(h.Roles) > 0 {
+			s += " (" + strings.Join(h.Roles, ", ") + ")"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
 }
 
 func contains(list []string, s string) bool {
@@ -342,49 +439,45 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// listTasks writes -T: every task with a description (all with -A) whose name contains pattern.
+// listTasks writes -T: every task with a description (all with -A) whose name contains pattern,
+// with the first line of its description aligned in a column.
 func listTasks(w io.Writer, cfg *runtime.Config, pattern string, all bool) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	type row struct{ name, desc string }
+	var rows []row
+	width := 0
 	for _, name := range cfg.TaskNames() {
-		t := cfg.Tasks[name]
 		if pattern != "" && !strings.Contains(name, pattern) {
 			continue
 		}
-		if t.Desc == "" && !all {
+		desc, _, _ := strings.Cut(cfg.Tasks[name].Desc, "\n")
+		if desc == "" && !all {
 			continue
 		}
-		desc := t.Desc
-		if i := strings.IndexByte(desc, '\n'); i >= 0 {
-			desc = desc[:i]
-		}
-		fmt.Fprintf(tw, "star-deploy %s\t# %s\n", name, desc)
+		rows = append(rows, row{name, desc})
+		width = max(width, len(name))
 	}
-	tw.Flush()
+	for _, r := range rows {
+		if r.desc == "" {
+			fmt.Fprintf(w, "star-deploy %s\n", r.name)
+			continue
+		}
+		fmt.Fprintf(w, "star-deploy %-*s  # %s\n", width, r.name, r.desc)
+	}
 }
 
 // planRecorder collects the commands of a dry run, per host, to print them grouped at the end.
 type planRecorder struct {
+	mu    sync.Mutex
 	order []string
 	cmds  map[string][]string
-	mu    chanMutex
 }
-
-type chanMutex struct{ ch chan struct{} }
-
-func (m *chanMutex) lock() {
-	if m.ch == nil {
-		m.ch = make(chan struct{}, 1)
-	}
-	m.ch <- struct{}{}
-}
-func (m *chanMutex) unlock() { <-m.ch }
 
 func (p *planRecorder) Emit(e output.Event) {
 	if e.Kind != output.Command {
 		return
 	}
-	p.mu.lock()
-	defer p.mu.unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.cmds == nil {
 		p.cmds = map[string][]string{}
 	}
@@ -412,13 +505,14 @@ func exitCode(err error) int {
 		le *starlib.LoadError
 		ce *runtime.ConfigError
 		ue *runtime.UsageError
+		de *deployfileError
 	)
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.Is(err, errInterrupted):
 		return ExitInterrupted
-	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue):
+	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &de):
 		return ExitUsage
 	}
 	return ExitFailed
