@@ -77,8 +77,22 @@ type TaskError struct {
 
 func (e *TaskError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "task %s failed on %d host(s)", e.Task.Name, len(e.Failures))
+	var failed, stopped []string
 	for _, f := range e.Failures {
+		if errors.Is(f.Err, errPeerFailed) || errors.Is(f.Err, errStopped) {
+			stopped = append(stopped, f.Host.Name)
+		} else {
+			failed = append(failed, f.Host.Name)
+		}
+	}
+	fmt.Fprintf(&b, "task %s failed on %s", e.Task.Name, strings.Join(failed, ", "))
+	if len(stopped) > 0 {
+		fmt.Fprintf(&b, " (stopped on %s)", strings.Join(stopped, ", "))
+	}
+	for _, f := range e.Failures {
+		if errors.Is(f.Err, errPeerFailed) || errors.Is(f.Err, errStopped) {
+			continue
+		}
 		b.WriteString("\n")
 		b.WriteString(f.Error())
 	}

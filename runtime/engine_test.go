@@ -435,6 +435,8 @@ func TestParseAddress(t *testing.T) {
 		{in: "deploy@web1:2222", user: "deploy", host: "web1", port: 2222},
 		{in: "[::1]:22", host: "::1", port: 22},
 		{in: "web1:http", err: true},
+		{in: "web1:", err: true},
+		{in: "[::1]:", err: true},
 		{in: "web1:70000", err: true},
 		{in: "@web1", err: true},
 		{in: "::1", err: true},
@@ -496,6 +498,26 @@ task("later", lambda host: run("later"), roles="app")
 		lines := r.hosts[h].Lines()
 		if !strings.Contains(lines, "undo "+h) || strings.Contains(lines, "later") {
 			t.Errorf("%s ran:\n%s", h, lines)
+		}
+	}
+}
+
+// TestHookWithoutHostRunsOnceLocally: a function hook that takes no host runs once on this
+// machine, not once per host of the task it hooks.
+func TestHookWithoutHostRunsOnceLocally(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+task("work", lambda host: run("work"), roles="app")
+before("work", lambda: local("notify"))
+`), nil)
+	if err := r.run(runtime.Filter{}, "work"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.hosts["local"].Lines(); got != "notify\n" {
+		t.Errorf("local commands = %q, want one notify", got)
+	}
+	for _, h := range []string{"web1", "web2", "web3"} {
+		if got := r.hosts[h].Lines(); got != "work\n" {
+			t.Errorf("%s ran %q", h, got)
 		}
 	}
 }

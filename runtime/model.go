@@ -83,6 +83,9 @@ func ParseAddress(addr string) (user, hostname string, port int, err error) {
 	} else {
 		rest = ""
 	}
+	if rest == "" && strings.HasSuffix(addr, ":") {
+		return "", "", 0, fmt.Errorf("address %q: empty port after \":\"", addr)
+	}
 	if rest != "" {
 		port, err = strconv.Atoi(rest)
 		if err != nil || port < 1 || port > 65535 {

@@ -80,9 +80,16 @@ func (c *Config) plan(t *Task, via string, at Pos, stack []string) (*Node, error
 	return n, nil
 }
 
-// inherit returns a copy of the function hook h that runs where the hooked task runs.
+// inherit returns a copy of the function hook h that runs where the hooked task runs. A local
+// hook (a function taking no host) stays local: it runs once on this machine.
 func inherit(h, hooked *Task) *Task {
 	cp := *h
+	if h.Local {
+		if cp.Timeout == 0 {
+			cp.Timeout = hooked.Timeout
+		}
+		return &cp
+	}
 	cp.Roles, cp.Hosts = hooked.Roles, hooked.Hosts
 	cp.Once, cp.Local, cp.Release = hooked.Once, hooked.Local, hooked.Release
 	cp.Limit, cp.Batch, cp.Wait = hooked.Limit, hooked.Batch, hooked.Wait
@@ -131,22 +138,36 @@ type Filter struct {
 	Hosts []string // names, or regular expressions matched against the whole name or hostname
 }
 
-// matchHost reports whether h matches one of patterns (exact name or hostname, else an anchored
-// regular expression).
-func matchHost(h *Host, patterns []string) (bool, error) {
+// hostMatcher matches hosts against patterns: an exact name or hostname, else an anchored
+// regular expression.
+type hostMatcher struct {
+	exact map[string]bool
+	res   []*regexp.Regexp
+}
+
+func newHostMatcher(patterns []string) (*hostMatcher, error) {
+	m := &hostMatcher{exact: map[string]bool{}}
 	for _, p := range patterns {
-		if p == h.Name || p == h.Hostname {
-			return true, nil
-		}
+		m.exact[p] = true
 		re, err := regexp.Compile("^(?:" + p + ")$")
 		if err != nil {
-			return false, fmt.Errorf("host pattern %q: %v", p, err)
+			return nil, fmt.Errorf("host pattern %q: %v", p, err)
 		}
+		m.res = append(m.res, re)
+	}
+	return m, nil
+}
+
+func (m *hostMatcher) match(h *Host) bool {
+	if m.exact[h.Name] || m.exact[h.Hostname] {
+		return true
+	}
+	for _, re := range m.res {
 		if re.MatchString(h.Name) || re.MatchString(h.Hostname) {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // SelectHosts returns the hosts t runs on under filter f, in declaration order. A local task runs
@@ -154,6 +175,18 @@ func matchHost(h *Host, patterns []string) (bool, error) {
 func (c *Config) SelectHosts(t *Task, f Filter) ([]*Host, error) {
 	if t.Local {
 		return nil, nil
+	}
+	var taskHosts, filterHosts *hostMatcher
+	var err error
+	if len(t.Hosts) > 0 {
+		if taskHosts, err = newHostMatcher(t.Hosts); err != nil {
+			return nil, &ConfigError{Pos: t.Pos, Msg: "task " + t.Name + ": " + err.Error()}
+		}
+	}
+	if len(f.Hosts) > 0 {
+		if filterHosts, err = newHostMatcher(f.Hosts); err != nil {
+			return nil, &UsageError{Msg: "--hosts: " + err.Error()}
+		}
 	}
 	var out []*Host
 	for _, h := range c.Hosts {
@@ -163,12 +196,8 @@ func (c *Config) SelectHosts(t *Task, f Filter) ([]*Host, error) {
 				in = true
 			}
 		}
-		if !in && len(t.Hosts) > 0 {
-			ok, err := matchHost(h, t.Hosts)
-			if err != nil {
-				return nil, &ConfigError{Pos: t.Pos, Msg: "task " + t.Name + ": " + err.Error()}
-			}
-			in = ok
+		if !in && taskHosts != nil {
+			in = taskHosts.match(h)
 		}
 		if !in || (t.Release && h.NoRelease) {
 			continue
@@ -182,14 +211,8 @@ func (c *Config) SelectHosts(t *Task, f Filter) ([]*Host, error) {
 				continue
 			}
 		}
-		if len(f.Hosts) > 0 {
-			ok, err := matchHost(h, f.Hosts)
-			if err != nil {
-				return nil, &UsageError{Msg: "--hosts: " + err.Error()}
-			}
-			if !ok {
-				continue
-			}
+		if filterHosts != nil && !filterHosts.match(h) {
+			continue
 		}
 		out = append(out, h)
 	}

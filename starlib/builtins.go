@@ -69,9 +69,7 @@ func WriteHelp(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, f := range families {
 		fmt.Fprintf(tw, "%s: %s\n", f.Name, f.Doc)
-		bs := append([]Builtin(nil), f.Builtins...)
-		sort.SliceStable(bs, func(i, j int) bool { return false })
-		for _, b := range bs {
+		for _, b := range f.Builtins {
 			where := "load time and tasks"
 			switch b.Phase {
 			case phaseLoad:

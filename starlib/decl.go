@@ -2,6 +2,7 @@ package starlib
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,7 +18,7 @@ var declarations = register(&Family{
 	Name: "Declarations",
 	Doc:  "declare servers, roles, variables, stages, tasks and hooks (top level of a recipe file)",
 	Builtins: []Builtin{
-		{Name: "set", Sig: "(name, value)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
+		{Name: "set", Sig: "(name, value, secret=False)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); secret=True redacts its value; NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
 		{Name: "fetch", Sig: "(name, default=<error>)", Doc: "the value of a variable, or default; an unknown name without default is an error", Fn: builtinFetch},
 		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data`, Phase: phaseLoad, Fn: builtinServer},
 		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
@@ -99,26 +100,52 @@ func (o *hostOpts) unpack(name string, kwargs []starlark.Tuple, allowRoles bool)
 			}
 			err = o.roles.Unpack(v)
 		case "user":
-			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "user", &o.user)
+			err = unpackOne(v, &o.user)
 		case "port":
-			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "port", &o.port)
+			err = unpackOne(v, &o.port)
 			if err == nil && (o.port < 1 || o.port > 65535) {
 				err = fmt.Errorf("port %d is not from 1 to 65535", o.port)
 			}
 		case "primary":
-			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "primary", &o.primary)
+			err = unpackOne(v, &o.primary)
 		case "no_release":
-			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "no_release", &o.noRelease)
+			err = unpackOne(v, &o.noRelease)
 		case "local":
-			err = starlark.UnpackArgs(name, nil, []starlark.Tuple{kv}, "local", &o.local)
+			err = unpackOne(v, &o.local)
+		case "name", "hostname", "props":
+			err = fmt.Errorf("%s is a field of every host, so it cannot be a prop; choose another name", k)
 		default:
 			v.Freeze()
 			o.props[k] = v
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%s: for parameter %s: %s", name, k, strings.TrimPrefix(err.Error(), name+": "))
+			return fmt.Errorf("%s: for parameter %s: %v", name, k, err)
 		}
+	}
+	return nil
+}
+
+// unpackOne unpacks v into ptr the way starlark.UnpackArgs does for one parameter, with the
+// error message left for the caller to prefix.
+func unpackOne(v starlark.Value, ptr any) error {
+	switch p := ptr.(type) {
+	case *string:
+		s, ok := starlark.AsString(v)
+		if !ok {
+			return fmt.Errorf("got %s, want string", v.Type())
+		}
+		*p = s
+	case *bool:
+		b, ok := v.(starlark.Bool)
+		if !ok {
+			return fmt.Errorf("got %s, want bool", v.Type())
+		}
+		*p = bool(b)
+	case *int:
+		return starlark.AsInt(v, p)
+	default:
+		panic(fmt.Sprintf("unpackOne: unsupported %T", ptr))
 	}
 	return nil
 }
@@ -137,7 +164,7 @@ func (s *Session) declareHost(addr string, o *hostOpts, pos runtime.Pos) (*runti
 	h := &runtime.Host{
 		Name: addr, Hostname: hostname, User: user, Port: port,
 		Roles: append([]string(nil), o.roles...), Primary: o.primary, NoRelease: o.noRelease,
-		Local: o.local, Props: o.props, Pos: pos,
+		Local: o.local, Props: maps.Clone(o.props), Pos: pos, // role() declares several hosts from one o
 	}
 	return s.Config.AddHost(h), nil
 }
@@ -151,11 +178,12 @@ func builtinServer(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 	if err := o.unpack(b.Name(), kwargs, true); err != nil {
 		return nil, err
 	}
-	h, err := sessionOf(th).declareHost(addr, &o, posOf(th))
+	s := sessionOf(th)
+	h, err := s.declareHost(addr, &o, posOf(th))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
-	return hostValue(nil, h), nil
+	return hostValue(s, h), nil
 }
 
 func builtinRole(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -169,6 +197,12 @@ func builtinRole(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		return nil, err
 	}
 	o.roles = stringList{name}
+	// Check every address before declaring any, so that a mistake declares nothing.
+	for _, a := range addrs {
+		if _, _, _, err := runtime.ParseAddress(a); err != nil {
+			return nil, fmt.Errorf("%s: %v", b.Name(), err)
+		}
+	}
 	s := sessionOf(th)
 	for _, a := range addrs {
 		if _, err := s.declareHost(a, &o, posOf(th)); err != nil {
@@ -278,6 +312,13 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if local && (len(roles) > 0 || len(hosts) > 0 || once) {
 		return nil, fmt.Errorf("%s: a local task runs once on this machine; it takes no roles, hosts or once", b.Name())
 	}
+	for _, p := range hosts {
+		// The engine matches these as anchored regular expressions; check them now, not when
+		// the task runs.
+		if _, err := regexp.Compile("^(?:" + p + ")$"); err != nil {
+			return nil, fmt.Errorf("%s: for parameter hosts: %q is neither a host name nor a regular expression: %v", b.Name(), p, err)
+		}
+	}
 	s := sessionOf(th)
 	t := &runtime.Task{
 		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
@@ -332,8 +373,11 @@ func builtinHook(after bool) func(*starlark.Thread, *starlark.Builtin, starlark.
 			}
 			name := fmt.Sprintf("%s %s: %s", b.Name(), task, hook.Name())
 			h = runtime.Hook{Name: name, Pos: pos, Task: &runtime.Task{
-				Name: name, Pos: pos, Anonymous: true, Body: s.taskBody(hook, hook.NumParams() == 0),
+				Name: name, Pos: pos, Anonymous: true, Local: hook.NumParams() == 0, Body: s.taskBody(hook, hook.NumParams() == 0),
 			}}
+			if hook.NumParams() == 1 {
+				s.hostHooks = append(s.hostHooks, hostHook{task: task, fn: hook.Name(), builtin: b.Name(), pos: pos})
+			}
 		default:
 			return nil, fmt.Errorf("%s: for parameter hook: got %s, want a task name or a function", b.Name(), hook.Type())
 		}

@@ -28,7 +28,7 @@ var execution = register(&Family{
 	Builtins: []Builtin{
 		{Name: "run", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, ok=[0], timeout=None)", Doc: "run a command (argv is quoted; sh= is a raw shell line); returns .stdout, .stderr, .code", Phase: phaseExec, Fn: builtinRun(modeRun)},
 		{Name: "capture", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, ok=[0], timeout=None)", Doc: "run a command and return its standard output, trimmed", Phase: phaseExec, Fn: builtinRun(modeCapture)},
-		{Name: "test", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, timeout=None)", Doc: "run a command and return whether it exited 0; never fails the task", Phase: phaseExec, Fn: builtinRun(modeTest)},
+		{Name: "test", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, timeout=None)", Doc: "run a command and return whether it exited 0; a non-zero exit never fails the task (a timeout does)", Phase: phaseExec, Fn: builtinRun(modeTest)},
 		{Name: "local", Sig: "(*argv, sh=None, dir=None, env={}, ok=[0], timeout=None)", Doc: "run a command on this machine (the one running star-deploy); returns like run()", Phase: phaseExec, Fn: builtinRun(modeLocal)},
 		{Name: "sleep", Sig: "(duration)", Doc: `wait, e.g. sleep("10s"); cut short when the run is interrupted`, Phase: phaseExec, Fn: builtinSleep},
 		{Name: "invoke", Sig: "(task)", Doc: "run a task with its hooks, from a local task", Phase: phaseExec, Fn: builtinInvoke},
@@ -205,7 +205,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 			kind = output.Debug
 		}
 		shown := line
-		if mode == modeLocal {
+		if mode == modeLocal && x.Host != runtime.LocalHost {
 			shown = "(local) " + line
 		}
 		x.Emit(kind, shown)
@@ -320,6 +320,9 @@ func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: %s takes %d parameters; a rollback action takes the host, or nothing", b.Name(), f.Name(), f.NumParams())
 	}
 	xc := execOf(th)
+	if f, ok := fn.(*starlark.Function); ok && f.NumParams() == 1 && xc.x.Task.Local {
+		return nil, fmt.Errorf("%s: %s takes the host, but %s is a local task, with no host; give a function without parameters", b.Name(), f.Name(), xc.x.Task.Name)
+	}
 	s := sessionOf(th)
 	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local))
 	return starlark.None, nil
@@ -469,13 +472,14 @@ func builtinTemplate(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 		}
 		text, name = string(data), src
 	}
+	// text/template's errors start with "template: " too; say it once.
 	t, err := template.New(name).Option("missingkey=error").Parse(text)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", b.Name(), err)
+		return nil, fmt.Errorf("%s: %s", b.Name(), strings.TrimPrefix(err.Error(), "template: "))
 	}
 	var out bytes.Buffer
 	if err := t.Execute(&out, vars); err != nil {
-		return nil, fmt.Errorf("%s: %v", b.Name(), err)
+		return nil, fmt.Errorf("%s: %s", b.Name(), strings.TrimPrefix(err.Error(), "template: "))
 	}
 	return starlark.String(out.String()), nil
 }

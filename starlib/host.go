@@ -12,12 +12,26 @@ import (
 // hostVal is the `host` value a task body gets: the host's name, hostname, user, port, roles,
 // whether it is primary, and its props (also readable as attributes: host.mongrel_servers).
 type hostVal struct {
-	h       *runtime.Host
-	primary bool // the primary host of at least one of its roles
+	h *runtime.Host
+	s *Session
 }
 
 func hostValue(s *Session, h *runtime.Host) starlark.Value {
-	return &hostVal{h: h, primary: s != nil && s.primaries[h]}
+	return &hostVal{h: h, s: s}
+}
+
+// isPrimary reports whether h is the primary host of at least one of its roles. Once loading has
+// finished this is looked up; while loading it is worked out from what is declared so far.
+func (s *Session) isPrimary(h *runtime.Host) bool {
+	if s.primaries != nil {
+		return s.primaries[h]
+	}
+	for _, r := range h.Roles {
+		if s.Config.Primary(r) == h {
+			return true
+		}
+	}
+	return false
 }
 
 // computePrimaries records which hosts are the primary host of one of their roles.
@@ -64,7 +78,7 @@ func (v *hostVal) Attr(name string) (starlark.Value, error) {
 		}
 		return t, nil
 	case "primary":
-		return starlark.Bool(v.primary), nil
+		return starlark.Bool(v.s.isPrimary(h)), nil
 	case "no_release":
 		return starlark.Bool(h.NoRelease), nil
 	case "local":

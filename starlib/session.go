@@ -37,6 +37,15 @@ type Options struct {
 	Redactor *output.Redactor
 	// Now is the run's start time; release_timestamp is derived from it. Nil means time.Now.
 	Now func() time.Time
+
+	// Modules are served to load() by name, before any file is looked up: load("assert.star",
+	// "assert") gets Modules["assert.star"]. Tests use it to offer go.starlark.net/starlarktest's
+	// assert module; the command line sets none.
+	Modules map[string]starlark.StringDict
+	// OnThread, when set, is called with every Starlark thread the session makes (for loading a
+	// file, running a stage function, a task body, a hook or a rollback action) before it runs
+	// anything. Tests use it to attach starlarktest's reporter.
+	OnThread func(*starlark.Thread)
 }
 
 // Session is one run's recipe state: the configuration being declared, variables, loaded modules
@@ -55,6 +64,14 @@ type Session struct {
 	stage   string
 
 	primaries map[*runtime.Host]bool
+	// hostHooks are the function hooks that take the host, checked by Finish.
+	hostHooks []hostHook
+}
+
+// hostHook is a before/after function hook that takes the host.
+type hostHook struct {
+	task, fn, builtin string
+	pos               runtime.Pos
 }
 
 type module struct {
@@ -157,10 +174,19 @@ func (s *Session) SelectStage(name string) error {
 }
 
 // Finish checks what can only be checked when every file is loaded: that every hook and step
-// names a declared task.
+// names a declared task, and that no function taking the host is hooked to a local task.
 func (s *Session) Finish() error {
 	s.computePrimaries()
-	return s.Config.Check()
+	if err := s.Config.Check(); err != nil {
+		return err
+	}
+	// A local task runs once on this machine, so a function hooked to it gets no host.
+	for _, h := range s.hostHooks {
+		if t := s.Config.Tasks[h.task]; t != nil && t.Local {
+			return &runtime.ConfigError{Pos: h.pos, Msg: fmt.Sprintf("%s: the hook function %s takes the host, but %s is a local task: it runs once on this machine, with no host; define %s without parameters", h.builtin, h.fn, h.task, h.fn)}
+		}
+	}
+	return nil
 }
 
 func (s *Session) findStageFiles() error {
@@ -208,6 +234,9 @@ func (s *Session) newThread(p phase, file string) *starlark.Thread {
 	th.SetLocal(localSession, s)
 	th.SetLocal(localPhase, p)
 	th.SetLocal(localFile, file)
+	if s.opts.OnThread != nil {
+		s.opts.OnThread(th)
+	}
 	return th
 }
 
@@ -257,9 +286,12 @@ func (s *Session) exec(path string, chain []string) (starlark.StringDict, error)
 	if src == nil {
 		src, err = os.ReadFile(key)
 		if err != nil {
-			m.err = err
+			m.err = &LoadError{Msg: fmt.Sprintf("read %s: %v", s.display(key), errors.Unwrap(err)), Err: err}
+			if errors.Unwrap(err) == nil {
+				m.err = &LoadError{Msg: err.Error(), Err: err}
+			}
 			m.loading = false
-			return nil, err
+			return nil, m.err
 		}
 	}
 	disp := s.display(key)
@@ -276,9 +308,13 @@ func (s *Session) exec(path string, chain []string) (starlark.StringDict, error)
 
 const localChain = "star-deploy.chain"
 
-// load implements load() for Starlark threads: "@star//NAME.star" is a built-in library; other
-// paths are relative to the loading file, then searched in the search path.
+// load implements load() for Starlark threads: a name in Options.Modules is that module;
+// "@star//NAME.star" is a built-in library; other paths are relative to the loading file, then
+// searched in the search path.
 func (s *Session) load(th *starlark.Thread, name string) (starlark.StringDict, error) {
+	if m, ok := s.opts.Modules[name]; ok {
+		return m, nil
+	}
 	chain, _ := th.Local(localChain).([]string)
 	if strings.HasPrefix(name, "@star//") {
 		return s.exec(name, chain)
@@ -325,9 +361,10 @@ func builtinLibraries() []string {
 // loadError turns a Starlark error into a LoadError whose message starts with the position of
 // the innermost frame in a recipe file, followed by the backtrace.
 func loadError(err error) error {
-	var le *LoadError
-	if errors.As(err, &le) {
-		return err
+	// Only the error itself: a LoadError nested inside (a failed load() of a library) is already
+	// part of this error's message, which carries the loading file's position.
+	if le, ok := err.(*LoadError); ok {
+		return le
 	}
 	var ee *starlark.EvalError
 	if errors.As(err, &ee) {
@@ -351,10 +388,6 @@ func describeEval(ee *starlark.EvalError) string {
 		}
 	}
 	msg := ee.Msg
-	var inner *starlark.EvalError
-	if cause := errors.Unwrap(ee); cause != nil && errors.As(cause, &inner) && inner != ee {
-		return describeEval(inner)
-	}
 	var b strings.Builder
 	if pos != "" {
 		b.WriteString(pos + ": ")
