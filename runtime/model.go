@@ -37,8 +37,10 @@ type Host struct {
 	Primary   bool // declared primary=True: the primary host of each of its roles
 	NoRelease bool // skipped by release tasks
 	Local     bool // this machine itself: commands run locally, without SSH
-	Props     map[string]any
-	Pos       Pos
+	// ForwardAgent forwards the local SSH agent to this host (off unless the server asks).
+	ForwardAgent bool
+	Props        map[string]any
+	Pos          Pos
 }
 
 // HasRole reports whether h has role r.
@@ -204,6 +206,7 @@ func (c *Config) AddHost(h *Host) *Host {
 		old.Primary = old.Primary || h.Primary
 		old.NoRelease = old.NoRelease || h.NoRelease
 		old.Local = old.Local || h.Local
+		old.ForwardAgent = old.ForwardAgent || h.ForwardAgent
 		if h.User != "" {
 			old.User = h.User
 		}

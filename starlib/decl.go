@@ -20,7 +20,7 @@ var declarations = register(&Family{
 	Builtins: []Builtin{
 		{Name: "set", Sig: "(name, value, secret=False)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); secret=True redacts its value; NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
 		{Name: "fetch", Sig: "(name, default=<error>)", Doc: "the value of a variable, or default; an unknown name without default is an error", Fn: builtinFetch},
-		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data`, Phase: phaseLoad, Fn: builtinServer},
+		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, forward_agent=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data; forward_agent=True forwards your SSH agent to it`, Phase: phaseLoad, Fn: builtinServer},
 		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
 		{Name: "stage", Sig: "(name, fn)", Doc: "declare a stage: fn() declares its servers and variables and runs only when the stage is selected", Phase: phaseLoad, Fn: builtinStage},
 		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order", Phase: phaseLoad, Fn: builtinTask},
@@ -83,6 +83,7 @@ type hostOpts struct {
 	primary   bool
 	noRelease bool
 	local     bool
+	forward   bool
 	props     map[string]any
 }
 
@@ -112,6 +113,8 @@ func (o *hostOpts) unpack(name string, kwargs []starlark.Tuple, allowRoles bool)
 			err = unpackOne(v, &o.noRelease)
 		case "local":
 			err = unpackOne(v, &o.local)
+		case "forward_agent":
+			err = unpackOne(v, &o.forward)
 		case "name", "hostname", "props":
 			err = fmt.Errorf("%s is a field of every host, so it cannot be a prop; choose another name", k)
 		default:
@@ -164,7 +167,7 @@ func (s *Session) declareHost(addr string, o *hostOpts, pos runtime.Pos) (*runti
 	h := &runtime.Host{
 		Name: addr, Hostname: hostname, User: user, Port: port,
 		Roles: append([]string(nil), o.roles...), Primary: o.primary, NoRelease: o.noRelease,
-		Local: o.local, Props: maps.Clone(o.props), Pos: pos, // role() declares several hosts from one o
+		Local: o.local, ForwardAgent: o.forward, Props: maps.Clone(o.props), Pos: pos, // role() declares several hosts from one o
 	}
 	return s.Config.AddHost(h), nil
 }

@@ -236,7 +236,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 			accepted = accepted || c == res.Code
 		}
 		if !accepted {
-			return nil, &commandError{builtin: b.Name(), line: line, res: res, stderr: tail(stderr.String(), 2048)}
+			return nil, &commandError{sudo: sudo || user != "", builtin: b.Name(), line: line, res: res, stderr: tail(stderr.String(), 2048)}
 		}
 		if mode == modeCapture {
 			return starlark.String(strings.TrimSpace(stdout.String())), nil
@@ -251,6 +251,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 
 // commandError is a command that exited with a status its caller did not accept.
 type commandError struct {
+	sudo    bool // run through sudo (sudo= or user=)
 	builtin string
 	line    string
 	res     transport.Result
@@ -263,6 +264,10 @@ func (e *commandError) Error() string {
 		status = "killed by signal " + e.res.Signal
 	}
 	msg := fmt.Sprintf("%s: command failed (%s): %s", e.builtin, status, e.line)
+	if e.sudo && strings.Contains(e.stderr, "sudo: a password is required") {
+		msg += "\nsudo needs a password on this host, and star-deploy runs sudo non-interactively (sudo -n):" +
+			" allow the login user passwordless sudo for this command (a NOPASSWD rule in /etc/sudoers.d/), or drop sudo=/user="
+	}
 	if s := strings.TrimRight(e.stderr, "\n"); s != "" {
 		msg += "\nstderr:\n  " + strings.ReplaceAll(s, "\n", "\n  ")
 	}

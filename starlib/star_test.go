@@ -234,7 +234,8 @@ func newHarness(t *testing.T, file string, vars map[string]string) *harness {
 }
 
 // engine returns an engine for one run: local=True servers run commands in the harness folder
-// with STAR_TEST_HOST set; other servers cannot be reached.
+// with STAR_TEST_HOST set (and PATH led by the folder of their bin= prop); other servers cannot be
+// reached.
 func (h *harness) engine() *runtime.Engine {
 	return &runtime.Engine{
 		Config: h.sess.Config,
@@ -244,7 +245,12 @@ func (h *harness) engine() *runtime.Engine {
 			if !host.Local {
 				return nil, fmt.Errorf("the .star harness reaches only local=True servers, not %s", host.Name)
 			}
-			return &transport.Local{Dir: h.dir, Env: []string{"STAR_TEST_HOST=" + host.Name}}, nil
+			env := []string{"STAR_TEST_HOST=" + host.Name}
+			if bin, ok := host.Props["bin"].(starlark.String); ok {
+				// A host with bin="DIR" finds the programs in DIR first (fakes of sudo and the like).
+				env = append(env, "PATH="+filepath.Join(h.dir, string(bin))+string(os.PathListSeparator)+os.Getenv("PATH"))
+			}
+			return &transport.Local{Dir: h.dir, Env: env}, nil
 		},
 	}
 }

@@ -178,3 +178,18 @@ func (v *Vars) Fetch(th *starlark.Thread, name string, h *runtime.Host) (starlar
 }
 
 const localFetching = "star-deploy.fetching"
+
+// FetchString returns the value of name for host h (nil: not host-specific) as a string,
+// evaluating a lazy value as a load-time fetch would (commands cannot run). The second result is
+// false when name is not set.
+func (s *Session) FetchString(name string, h *runtime.Host) (string, bool, error) {
+	th := s.newThread(phaseLoad, "")
+	v, ok, err := s.Vars.Fetch(th, name, h)
+	if err != nil || !ok {
+		return "", ok, err
+	}
+	if str, isStr := starlark.AsString(v); isStr {
+		return str, true, nil
+	}
+	return v.String(), true, nil
+}

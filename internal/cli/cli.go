@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -65,6 +66,12 @@ type Options struct {
 	Format   string
 	Log      string
 	Help     bool
+
+	SSHConfig      string
+	KnownHosts     []string
+	Identities     []string
+	AcceptNew      bool
+	ConnectTimeout time.Duration
 	Version  bool
 	Words    []string
 	Settings map[string]string
@@ -185,6 +192,11 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "show less: errors, warnings and the summary")
 	fs.StringVar(&o.Format, "format", "", "output `FORMAT`: pretty, plain or json (default: pretty on a terminal, else plain)")
 	fs.StringVar(&o.Log, "log", "", "also write the run to `FILE` (default: log/star-deploy.log next to the Deployfile, when log/ exists)")
+	fs.StringVar(&o.SSHConfig, "ssh-config", "", "read ssh_config from `FILE` instead of ~/.ssh/config")
+	fs.StringSliceVar(&o.KnownHosts, "known-hosts", nil, "check host keys against these known_hosts `FILES` (default: ssh_config's UserKnownHostsFile, or ~/.ssh/known_hosts)")
+	fs.StringSliceVarP(&o.Identities, "identity", "i", nil, "also offer the private keys in these `FILES` (after the agent's)")
+	fs.BoolVar(&o.AcceptNew, "accept-new-host-keys", false, "trust and record the keys of hosts not yet in known_hosts (a changed key still stops the host)")
+	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "give up connecting to a host after this long (default 10s)")
 	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.Version, "version", false, "print the version")
 	return fs
@@ -316,6 +328,12 @@ func run(o *Options, stdio IO) error {
 	if len(words) == 0 {
 		return &runtime.UsageError{Msg: "name a task to run; star-deploy -T lists them"}
 	}
+	if words[0] == "doctor" {
+		if len(words) > 1 {
+			return &runtime.UsageError{Msg: "doctor takes no tasks; restrict it with --roles/--hosts"}
+		}
+		return doctor(o, sess, stdio, sink)
+	}
 	for _, w := range words {
 		if _, err := cfg.Plan(w); err != nil {
 			return err
@@ -372,12 +390,11 @@ func run(o *Options, stdio IO) error {
 			return &transport.Recording{Dry: true}, nil
 		}
 	} else {
-		eng.Connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
-			if h.Local {
-				return &transport.Local{Dir: sess.Dir}, nil
-			}
-			return nil, fmt.Errorf("%s is a remote host and this build of star-deploy has no SSH transport; declare it local=True to run on this machine", h.Name)
+		connect, err := connector(o, sess.Dir, "", sink)
+		if err != nil {
+			return err
 		}
+		eng.Connect = connect
 	}
 	err = eng.Run(ctx, words)
 	hardCancel()

@@ -72,7 +72,7 @@ const maxListed = 6
 //	web1 done deploy:updating 0.3s           host_done (-v only)
 //	web1 FAILED deploy:updating: text        host_error
 //	-- deploy:updating 1.2s failed on web2   task_end ("failed on" only when some host failed)
-//	FAILED: 3 hosts, 1 failed (web2), 4.1s   run_end ("OK: 3 hosts, 0 failed, 4.1s"), then "error: text"
+//	FAILED: 3 hosts, 1 failed (web2), 4.1s   run_end ("OK: 3 hosts, 0 failed, 4.1s"; "STOPPED: ..." when interrupted), then "error: text"
 //
 // Text of several lines gets the line's prefix on each of them. Quiet keeps only stderr, warn,
 // host_error, rollback and run_end; only Verbose shows debug and host_done.
@@ -270,7 +270,8 @@ func summary(e Event, hosts int) string {
 		return fmt.Sprintf("OK: %s, 0 failed, %s", plural(hosts, "host"), d)
 	}
 	if len(e.Failed) == 0 {
-		return fmt.Sprintf("FAILED: %s, 0 failed, %s", plural(hosts, "host"), d)
+		// Stopped without a host failing: interrupted, or a run-wide error.
+		return fmt.Sprintf("STOPPED: %s, 0 failed, %s", plural(hosts, "host"), d)
 	}
 	return fmt.Sprintf("FAILED: %s, %d failed (%s), %s",
 		plural(hosts, "host"), len(e.Failed), strings.Join(e.Failed, ", "), d)
@@ -390,7 +391,7 @@ func (p *Printer) prettySummary(e Event) {
 		return
 	}
 	if len(e.Failed) == 0 {
-		p.line(p.paint(red+bold, "FAILED") + " after " + d + " (" + hosts + ")")
+		p.line(p.paint(red+bold, "STOPPED") + " after " + d + " (" + hosts + ")")
 	} else {
 		p.line(p.paint(red+bold, "FAILED:") + fmt.Sprintf(" %d of %s failed in %s", len(e.Failed), hosts, d))
 	}

@@ -156,7 +156,7 @@ func TestPlainRunEnd(t *testing.T) {
 	}, {
 		name: "error without failed hosts",
 		in:   []Event{{Kind: RunEnd, Hosts: hosts, Duration: time.Second, Text: "interrupted\nlock released"}},
-		want: text("FAILED: 3 hosts, 0 failed, 1.0s", "error: interrupted", "error: lock released"),
+		want: text("STOPPED: 3 hosts, 0 failed, 1.0s", "error: interrupted", "error: lock released"),
 	}, {
 		name: "several failed",
 		in:   []Event{{Kind: RunEnd, Hosts: hosts, Failed: []string{"a", "c"}, Duration: time.Second}},
@@ -258,7 +258,7 @@ func TestPrettySummary(t *testing.T) {
 	}, {
 		name: "run error without host errors",
 		in:   []Event{{Kind: RunEnd, Hosts: hosts, Duration: time.Second, Text: "interrupted"}},
-		want: text("", "FAILED after 1.0s (2 hosts)", "error: interrupted"),
+		want: text("", "STOPPED after 1.0s (2 hosts)", "error: interrupted"),
 	}, {
 		name: "failed host without a host error",
 		in: []Event{
