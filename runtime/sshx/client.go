@@ -180,8 +180,10 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 		if err == nil {
 			return ch, reqs, nil
 		}
+		// OpenSSH refuses a session beyond its MaxSessions as "connect failed" (session_new: too
+		// many sessions); other servers say "administratively prohibited".
 		var oce *ssh.OpenChannelError
-		if !errors.As(err, &oce) || oce.Reason != ssh.Prohibited {
+		if !errors.As(err, &oce) || (oce.Reason != ssh.Prohibited && oce.Reason != ssh.ConnectionFailed) {
 			c.endSession()
 			if lerr := c.lostError(); lerr != nil {
 				return nil, nil, lerr

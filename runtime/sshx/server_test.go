@@ -190,7 +190,7 @@ func (s *testServer) serve(nc net.Conn) {
 				s.mu.Lock()
 				s.refused++
 				s.mu.Unlock()
-				_ = nch.Reject(ssh.Prohibited, "open failed")
+				_ = nch.Reject(ssh.ConnectionFailed, "open failed") // as OpenSSH refuses a session over MaxSessions
 				continue
 			}
 			open++
