@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 )
 
@@ -182,6 +183,33 @@ func BenchmarkCatRaw(b *testing.B) {
 		}
 		s.Stdin = bytes.NewReader(data)
 		if err := s.Run("cat > /dev/null"); err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}
+
+// BenchmarkCatRawFile is bare x/crypto writing the 64 MiB to a file on the host with `cat >`:
+// the baseline an upload (BenchmarkUpload) compares with, since both write the data to disk.
+func BenchmarkCatRawFile(b *testing.B) {
+	h := setupBench(b)
+	data := benchData()
+	dst := h.remote + ".raw"
+	b.Cleanup(func() {
+		if s, err := h.raw.NewSession(); err == nil {
+			_ = s.Run("rm -f " + shell.Quote(dst))
+			s.Close()
+		}
+	})
+	b.SetBytes(benchUploadSize)
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := h.raw.NewSession()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Stdin = bytes.NewReader(data)
+		if err := s.Run("cat > " + shell.Quote(dst)); err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
