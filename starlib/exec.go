@@ -494,8 +494,6 @@ func builtinSecret(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "value", &v); err != nil {
 		return nil, err
 	}
-	if r := sessionOf(th).opts.Redactor; r != nil {
-		r.Add(v)
-	}
+	addSecret(sessionOf(th).opts.Redactor, v)
 	return starlark.String(v), nil
 }

@@ -3,12 +3,14 @@ package starlib
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"go.starlark.net/starlark"
 
 	"github.com/star-deploy/star-deploy/runtime"
 	"github.com/star-deploy/star-deploy/runtime/output"
+	"github.com/star-deploy/star-deploy/runtime/shell"
 )
 
 // Vars are a run's variables. A value set to a function is lazy: a function of no parameters is
@@ -88,9 +90,33 @@ func (v *Vars) redact(val starlark.Value) {
 		return
 	}
 	if s, ok := val.(starlark.String); ok {
-		v.redactor.Add(string(s))
+		addSecret(v.redactor, string(s))
 	} else if val != nil {
-		v.redactor.Add(val.String())
+		addSecret(v.redactor, val.String())
+	}
+}
+
+// minSecretLine is the shortest line of a multi-line secret that is redacted on its own; shorter
+// lines would blank out ordinary output.
+const minSecretLine = 4
+
+// addSecret teaches r every form in which secret can reach output: as it is, as it looks inside a
+// shell-quoted argument (printed commands quote arguments), and line by line (output is printed a line at a time, so a
+// multi-line secret such as a private key shows up in pieces).
+func addSecret(r *output.Redactor, secret string) {
+	if r == nil || secret == "" {
+		return
+	}
+	r.Add(secret)
+	r.Add(shell.Escaped(secret))
+	if strings.Contains(secret, "\n") {
+		for _, line := range strings.Split(secret, "\n") {
+			line = strings.TrimRight(line, "\r")
+			if len(strings.TrimSpace(line)) >= minSecretLine {
+				r.Add(line)
+				r.Add(shell.Escaped(line))
+			}
+		}
 	}
 }
 

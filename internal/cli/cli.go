@@ -54,27 +54,27 @@ Flags:
 
 // Options are the parsed flags of one invocation.
 type Options struct {
-	Tasks    bool
-	All      bool
-	Prereqs  string
-	DryRun   bool
-	Roles    []string
-	Hosts    []string
-	File     string
-	Verbose  bool
-	Quiet    bool
-	Format   string
-	Log      string
-	Help     bool
+	Tasks   bool
+	All     bool
+	Prereqs string
+	DryRun  bool
+	Roles   []string
+	Hosts   []string
+	File    string
+	Verbose bool
+	Quiet   bool
+	Format  string
+	Log     string
+	Help    bool
 
 	SSHConfig      string
 	KnownHosts     []string
 	Identities     []string
 	AcceptNew      bool
 	ConnectTimeout time.Duration
-	Version  bool
-	Words    []string
-	Settings map[string]string
+	Version        bool
+	Words          []string
+	Settings       map[string]string
 }
 
 // IO is where an invocation reads and writes.
@@ -192,7 +192,7 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "show less: errors, warnings and the summary")
 	fs.StringVar(&o.Format, "format", "", "output `FORMAT`: pretty, plain or json (default: pretty on a terminal, else plain)")
 	fs.StringVar(&o.Log, "log", "", "also write the run to `FILE` (default: log/star-deploy.log next to the Deployfile, when log/ exists)")
-	fs.StringVar(&o.SSHConfig, "ssh-config", "", "read ssh_config from `FILE` instead of ~/.ssh/config")
+	fs.StringVar(&o.SSHConfig, "ssh-config", "", "read ssh_config from `FILE` instead of ~/.ssh/config (default: $STAR_DEPLOY_SSH_CONFIG)")
 	fs.StringSliceVar(&o.KnownHosts, "known-hosts", nil, "check host keys against these known_hosts `FILES` (default: ssh_config's UserKnownHostsFile, or ~/.ssh/known_hosts)")
 	fs.StringSliceVarP(&o.Identities, "identity", "i", nil, "also offer the private keys in these `FILES` (after the agent's)")
 	fs.BoolVar(&o.AcceptNew, "accept-new-host-keys", false, "trust and record the keys of hosts not yet in known_hosts (a changed key still stops the host)")

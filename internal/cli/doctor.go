@@ -198,9 +198,10 @@ func connectFailure(add func(name, status, detail, fix string), h *runtime.Host,
 		add("host key", "fail", "CHANGED: the host offered "+hk.KeyType+" "+hk.Fingerprint+", which is not the key known_hosts holds", err.Error())
 	case errors.As(err, &hk):
 		add("connect", "ok", "reached", "")
-		add("host key", "fail", "unknown: the host offered "+hk.KeyType+" "+hk.Fingerprint, err.Error())
+		add("host key", "fail", "unknown: the host offered "+hk.KeyType+" "+hk.Fingerprint, err.Error()+
+			"\n(doctor itself never records keys: trust the key as above, or run a task with --accept-new-host-keys)")
 	case errors.Is(err, sshx.ErrAuth):
-		add("connect", "fail", "reached, but authentication failed: "+err.Error(), "add your public key to the deploy user's ~/.ssh/authorized_keys on the host, or load the right key into ssh-agent (ssh-add)")
+		add("connect", "fail", "authentication failed: "+err.Error(), "add your public key to the login user's ~/.ssh/authorized_keys on the host, load the right key into ssh-agent (ssh-add), or name it with -i")
 	case errors.Is(err, sshx.ErrUnreachable):
 		add("connect", "fail", "unreachable: "+err.Error(), "check the address and port (and ssh_config's HostName/Port/ProxyJump), that sshd runs there, and the firewall; `ssh -v "+h.Hostname+"` shows where it stops")
 	default:

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"os"
 
 	"github.com/star-deploy/star-deploy/runtime"
 	"github.com/star-deploy/star-deploy/runtime/output"
@@ -12,9 +13,13 @@ import (
 // dialer builds the SSH dialer of a run from the flags. strict overrides the host key policy
 // ("yes" for doctor, which changes nothing).
 func dialer(o *Options, strict string, sink output.Sink) (*sshx.Dialer, error) {
+	config := o.SSHConfig
+	if config == "" {
+		config = os.Getenv("STAR_DEPLOY_SSH_CONFIG")
+	}
 	opts := sshx.Options{
 		Warn:            func(msg string) { sink.Emit(output.Event{Kind: output.Warn, Text: msg}) },
-		ConfigFile:      o.SSHConfig,
+		ConfigFile:      config,
 		KnownHostsFiles: o.KnownHosts,
 		IdentityFiles:   o.Identities,
 		ConnectTimeout:  o.ConnectTimeout,

@@ -17,6 +17,12 @@ func Quote(s string) string {
 	return shellescape.Quote(s)
 }
 
+// Escaped returns the form s takes inside a quoted argument: what Quote writes between the
+// quotes. Redaction uses it to find a secret inside a printed command line.
+func Escaped(s string) string {
+	return strings.ReplaceAll(s, "'", `'"'"'`)
+}
+
 // Join quotes each argument and joins them with spaces.
 func Join(argv []string) string {
 	q := make([]string, len(argv))

@@ -63,3 +63,13 @@ func TestBuildRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestEscapedIsInsideQuote checks that Escaped is what Quote puts between its quotes, so a
+// secret quoted into a command line can be found in it.
+func TestEscapedIsInsideQuote(t *testing.T) {
+	for _, s := range []string{"it's", "a b", "''", "x'y'z"} {
+		if q := Quote(s); q != "'"+Escaped(s)+"'" {
+			t.Errorf("Quote(%q) = %q, Escaped = %q", s, q, Escaped(s))
+		}
+	}
+}

@@ -904,3 +904,20 @@ func TestHostKeyErrorMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownHostOffersEd25519First: a host with an RSA and an ed25519 key, not yet in
+// known_hosts, is asked for its ed25519 key first, as OpenSSH does, so that is the key reported
+// (and recorded under accept-new).
+func TestUnknownHostOffersEd25519First(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, withHostKeys(newSigner(t, "rsa"), newSigner(t, "ed25519")))
+	e := newEnv(t)
+	_, err := dialWith(t, e.options(), target(s))
+	var hk *HostKeyError
+	if !errors.As(err, &hk) {
+		t.Fatalf("Dial = %v, want an unknown host key", err)
+	}
+	if hk.KeyType != "ssh-ed25519" {
+		t.Errorf("the host was asked for its %s key, want ssh-ed25519", hk.KeyType)
+	}
+}

@@ -61,8 +61,10 @@ func (h *hostKeys) dbLocked(files []string) (*knownhosts.HostKeyDB, error) {
 
 // algorithms returns the host key algorithms to ask ep for: those of the keys known_hosts has
 // for it, so that a host with an ed25519 and an RSA key known offers one of those rather than
-// a third kind. Nil (x/crypto's defaults) for an unknown host, or when keys are not checked.
-// Host certificates are not supported, so certificate algorithms are left out.
+// a third kind. For an unknown host it is OpenSSH's order of preference (ed25519 first), so that
+// the key recorded under accept-new is the one `ssh` would record; nil (x/crypto's defaults) when
+// keys are not checked. Host certificates are not supported, so certificate algorithms are left
+// out.
 func (h *hostKeys) algorithms(ep *endpoint) ([]string, error) {
 	if ep.strict == "no" {
 		return nil, nil
@@ -77,7 +79,17 @@ func (h *hostKeys) algorithms(ep *endpoint) ([]string, error) {
 			algos = append(algos, a)
 		}
 	}
+	if len(algos) == 0 {
+		return preferredHostKeyAlgorithms, nil
+	}
 	return algos, nil
+}
+
+// preferredHostKeyAlgorithms is OpenSSH's order of preference for host keys.
+var preferredHostKeyAlgorithms = []string{
+	ssh.KeyAlgoED25519,
+	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
 }
 
 // files returns all the known_hosts files ep's key is looked up in.
