@@ -150,6 +150,8 @@ type Task struct {
 	Batch   Batch
 	Wait    time.Duration
 	Timeout time.Duration // default timeout of each command of the task
+	// ForwardAgent forwards the local SSH agent to the hosts for the task's commands.
+	ForwardAgent bool
 
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool

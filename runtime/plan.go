@@ -93,6 +93,7 @@ func inherit(h, hooked *Task) *Task {
 	cp.Roles, cp.Hosts = hooked.Roles, hooked.Hosts
 	cp.Once, cp.Local, cp.Release = hooked.Once, hooked.Local, hooked.Release
 	cp.Limit, cp.Batch, cp.Wait = hooked.Limit, hooked.Batch, hooked.Wait
+	cp.ForwardAgent = cp.ForwardAgent || hooked.ForwardAgent
 	if cp.Timeout == 0 {
 		cp.Timeout = hooked.Timeout
 	}

@@ -210,7 +210,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 		}
 		x.Emit(kind, shown)
 		var stdout, stderr boundedBuffer
-		cmd := transport.Command{Line: line, Stdout: &stdout, Stderr: &stderr, Timeout: time.Duration(timeout)}
+		cmd := transport.Command{Line: line, Stdout: &stdout, Stderr: &stderr, Timeout: time.Duration(timeout), ForwardAgent: x.Task.ForwardAgent}
 		if cmd.Timeout == 0 {
 			cmd.Timeout = x.Task.Timeout
 		}
@@ -224,6 +224,10 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 		x.Flush()
 		if err != nil {
 			if errors.Is(err, transport.ErrTimeout) {
+				if cmd.Timeout == 0 {
+					// The run's default limit of every command (--command-timeout).
+					return nil, fmt.Errorf("%s: timed out (the run's --command-timeout): %s", b.Name(), line)
+				}
 				return nil, fmt.Errorf("%s: timed out after %s: %s", b.Name(), cmd.Timeout, line)
 			}
 			return nil, fmt.Errorf("%s: %w", b.Name(), err)

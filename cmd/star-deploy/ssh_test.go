@@ -19,6 +19,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/star-deploy/star-deploy/internal/sshrig"
@@ -66,6 +67,7 @@ func TestSSH(t *testing.T) {
 			"jsonlines":   cmdJSONLines,
 			"rigexec":     h.rigexec,
 			"newkey":      h.newkey,
+			"agent":       cmdAgent,
 			"logins":      h.logins,
 			"hostlog":     h.hostlog,
 			"knownhost":   h.knownhost,
@@ -380,4 +382,33 @@ func cmdSilentPort(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	})
 	ts.Setenv(args[0], l.Addr().String())
+}
+
+// cmdAgent serves an SSH agent holding the private key in KEYFILE on the unix socket SOCK until
+// the script ends: `agent SOCK KEYFILE`.
+func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: agent SOCK KEYFILE")
+	}
+	pem, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	key, err := ssh.ParseRawPrivateKey(pem)
+	ts.Check(err)
+	keyring := agent.NewKeyring()
+	ts.Check(keyring.Add(agent.AddedKey{PrivateKey: key}))
+	l, err := net.Listen("unix", ts.MkAbs(args[0]))
+	ts.Check(err)
+	ts.Defer(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = agent.ServeAgent(keyring, c)
+			}()
+		}
+	}()
 }

@@ -72,6 +72,8 @@ type Options struct {
 	Identities     []string
 	AcceptNew      bool
 	ConnectTimeout time.Duration
+	CommandTimeout time.Duration
+	MaxConnecting  int
 	Version        bool
 	Words          []string
 	Settings       map[string]string
@@ -163,6 +165,9 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fs, err
 	}
+	if o.ConnectTimeout < 0 || o.CommandTimeout < 0 || o.MaxConnecting < 0 {
+		return nil, fs, errors.New("--connect-timeout, --command-timeout and --max-connecting cannot be negative")
+	}
 	if o.Verbose && o.Quiet {
 		return nil, fs, errors.New("-v and -q cannot be used together")
 	}
@@ -197,6 +202,8 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.StringSliceVarP(&o.Identities, "identity", "i", nil, "also offer the private keys in these `FILES` (after the agent's)")
 	fs.BoolVar(&o.AcceptNew, "accept-new-host-keys", false, "trust and record the keys of hosts not yet in known_hosts (a changed key still stops the host)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "give up connecting to a host after this long (default 10s)")
+	fs.DurationVar(&o.CommandTimeout, "command-timeout", 0, "end any remote command still running after this long, unless its task or run() sets a timeout (default: no limit)")
+	fs.IntVar(&o.MaxConnecting, "max-connecting", 0, "at most this many connection attempts at once, across hosts (default 32)")
 	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.Version, "version", false, "print the version")
 	return fs

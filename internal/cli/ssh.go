@@ -18,11 +18,13 @@ func dialer(o *Options, strict string, sink output.Sink) (*sshx.Dialer, error) {
 		config = os.Getenv("STAR_DEPLOY_SSH_CONFIG")
 	}
 	opts := sshx.Options{
-		Warn:            func(msg string) { sink.Emit(output.Event{Kind: output.Warn, Text: msg}) },
-		ConfigFile:      config,
-		KnownHostsFiles: o.KnownHosts,
-		IdentityFiles:   o.Identities,
-		ConnectTimeout:  o.ConnectTimeout,
+		Warn:             func(msg string) { sink.Emit(output.Event{Kind: output.Warn, Text: msg}) },
+		ConfigFile:       config,
+		KnownHostsFiles:  o.KnownHosts,
+		IdentityFiles:    o.Identities,
+		ConnectTimeout:   o.ConnectTimeout,
+		CommandTimeout:   o.CommandTimeout,
+		MaxDialsInFlight: o.MaxConnecting,
 	}
 	if o.AcceptNew {
 		opts.StrictHostKeyChecking = "accept-new"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/star-deploy/star-deploy/runtime/transport"
 )
@@ -29,6 +30,9 @@ type Client struct {
 	lost    error         // why the connection ended, if it ended under us
 	closed  bool
 
+	fwdOnce sync.Once // registers the agent forwarding handler for commands that ask for it
+	fwdErr  error
+
 	closing chan struct{} // closed by Close
 	gone    chan struct{} // closed when the connection has ended
 	wg      sync.WaitGroup
@@ -36,6 +40,22 @@ type Client struct {
 }
 
 var _ transport.Transport = (*Client)(nil)
+
+// forwarding makes the connection able to forward the local agent: done at dial time for a host
+// that asked for it, and here, once, for the first command that asks (a task's forward_agent).
+func (c *Client) forwarding() error {
+	if c.ep.forwardAgent {
+		return nil
+	}
+	c.fwdOnce.Do(func() {
+		if c.ep.agentSocket == "" || c.ep.agentSocket == "none" {
+			c.fwdErr = errors.New("agent forwarding asked for, but there is no SSH agent (SSH_AUTH_SOCK is not set)")
+			return
+		}
+		c.fwdErr = agent.ForwardToRemote(c.conn, c.ep.agentSocket)
+	})
+	return c.fwdErr
+}
 
 func newClient(d *Dialer, ep *endpoint, conn *ssh.Client, via *hop) *Client {
 	c := &Client{

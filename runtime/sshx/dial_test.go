@@ -1,6 +1,7 @@
 package sshx
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/star-deploy/star-deploy/runtime/transport"
 )
 
 func TestHostKeyUnknown(t *testing.T) {
@@ -919,5 +922,33 @@ func TestUnknownHostOffersEd25519First(t *testing.T) {
 	}
 	if hk.KeyType != "ssh-ed25519" {
 		t.Errorf("the host was asked for its %s key, want ssh-ed25519", hk.KeyType)
+	}
+}
+
+// TestAgentForwardingPerCommand: a host that did not ask for forwarding still gets the agent for
+// a command that asks (a task's forward_agent), and only for that command.
+func TestAgentForwardingPerCommand(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/usr/bin/ssh-add"); err != nil {
+		t.Skip("no ssh-add")
+	}
+	s := startServer(t)
+	e := newEnv(t)
+	e.trust(t, s)
+	o := e.options()
+	o.AgentSocket = startAgent(t, userPriv)
+	c, err := dialWith(t, o, target(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var out bytes.Buffer
+	res, err := c.Run(ctx, transport.Command{Line: "ssh-add -L", Stdout: &out, ForwardAgent: true})
+	want := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(userKey(t).PublicKey())))
+	if err != nil || res.Code != 0 || !strings.Contains(out.String(), want) {
+		t.Errorf("ssh-add -L with ForwardAgent = %+v, %q, %v", res, out.String(), err)
+	}
+	if _, stdout, _, _ := run(t, c, `echo "sock=$SSH_AUTH_SOCK"`, nil); stdout != "sock=\n" {
+		t.Errorf("a command without ForwardAgent sees %q", stdout)
 	}
 }

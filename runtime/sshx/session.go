@@ -77,7 +77,10 @@ func (c *Client) Run(ctx context.Context, cmd transport.Command) (transport.Resu
 	s := newSession(c, ch, reqs, cmd.Stdout, cmd.Stderr)
 	defer s.close()
 
-	if c.ep.forwardAgent {
+	if c.ep.forwardAgent || cmd.ForwardAgent {
+		if err := c.forwarding(); err != nil {
+			return transport.Result{}, fmt.Errorf("ssh %s: agent forwarding: %w", c.ep.alias, err)
+		}
 		if ok, err := ch.SendRequest("auth-agent-req@openssh.com", true, nil); err != nil || !ok {
 			if err == nil {
 				err = errors.New("the host refused it")

@@ -37,6 +37,9 @@ type Command struct {
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Timeout time.Duration // zero: no limit beyond ctx
+	// ForwardAgent asks for the local SSH agent to be forwarded to the host for this command
+	// (a task that declared forward_agent=True). Transports without an agent ignore it.
+	ForwardAgent bool
 }
 
 // Result is how a command that ran ended.
