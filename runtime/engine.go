@@ -37,8 +37,10 @@ type Engine struct {
 
 	mu        sync.Mutex
 	conns     map[*Host]*conn
-	rollbacks map[*Host][]rollback
-	rbOrder   []*Host
+	rollbacks actions // undone, newest first, when the run fails
+	exits     actions // run, newest first, when the run ends, whatever the outcome
+	onFailure []string
+	results   map[string]map[string]any
 }
 
 type conn struct {
@@ -47,9 +49,26 @@ type conn struct {
 	err  error
 }
 
-type rollback struct {
+// actions are compensating (or closing) actions registered by hosts, kept per host in the order
+// they were registered.
+type actions struct {
+	order  []*Host
+	byHost map[*Host][]action
+}
+
+type action struct {
 	task *Task
 	fn   Body
+}
+
+func (a *actions) add(h *Host, t *Task, fn Body) {
+	if a.byHost == nil {
+		a.byHost = map[*Host][]action{}
+	}
+	if _, ok := a.byHost[h]; !ok {
+		a.order = append(a.order, h)
+	}
+	a.byHost[h] = append(a.byHost[h], action{task: t, fn: fn})
 }
 
 // HostError is a task that failed on one host.
@@ -168,8 +187,10 @@ func (e *Engine) Run(ctx context.Context, names []string) (err error) {
 	defer func() {
 		if err != nil {
 			failed = failedHosts(err)
-			e.runRollbacks()
+			e.runActions(&e.rollbacks, "rolling back", "rollback failed")
+			e.runFailureTasks()
 		}
+		e.runActions(&e.exits, "finishing", "exit action failed")
 		e.closeAll()
 		ev := output.Event{Kind: output.RunEnd, Duration: e.now().Sub(start), Hosts: all, Failed: failed}
 		if err != nil {
@@ -208,10 +229,20 @@ func (e *Engine) Invoke(ctx context.Context, name string) error {
 	return e.exec(ctx, tree)
 }
 
-// exec runs n: before hooks, then its body or steps, then after hooks.
-func (e *Engine) exec(ctx context.Context, n *Node) error {
+// exec runs n: before hooks, then its body or steps, then after hooks. When n fails and its task
+// names an on_failure task, that task is noted to run once the run has rolled back.
+func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
 		return err
+	}
+	if n.Task.OnFailure != "" {
+		defer func() {
+			if err != nil {
+				e.mu.Lock()
+				e.onFailure = append(e.onFailure, n.Task.OnFailure)
+				e.mu.Unlock()
+			}
+		}()
 	}
 	for _, c := range n.Before {
 		if err := e.exec(ctx, c); err != nil {
@@ -278,6 +309,9 @@ func (e *Engine) runTask(ctx context.Context, n *Node) error {
 		return nil
 	}
 	e.emit(output.Event{Kind: output.TaskStart, Task: t.Name, Pos: t.Pos.String(), Hosts: names, Text: label})
+	e.mu.Lock()
+	delete(e.results, t.Name) // results are those of the task's latest run
+	e.mu.Unlock()
 	start := e.now()
 	size := t.Batch.Size(len(hosts))
 	var failures []*HostError
@@ -438,53 +472,99 @@ func (e *Engine) closeAll() {
 	e.conns = nil
 }
 
-// addRollback records fn as a compensating action on h.
-func (e *Engine) addRollback(h *Host, t *Task, fn Body) {
+// addAction records fn on h in list (the rollbacks or the exit actions).
+func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.rollbacks == nil {
-		e.rollbacks = map[*Host][]rollback{}
-	}
-	if _, ok := e.rollbacks[h]; !ok {
-		e.rbOrder = append(e.rbOrder, h)
-	}
-	e.rollbacks[h] = append(e.rollbacks[h], rollback{task: t, fn: fn})
+	list.add(h, t, fn)
 }
 
-// runRollbacks runs every host's registered actions, newest first, hosts in parallel. A failing
-// action is reported and the next one still runs.
-func (e *Engine) runRollbacks() {
+// runActions runs every host's actions of list, newest first, hosts in parallel, and empties it.
+// A failing action is reported and the next one still runs. They run under e.Hard, not the run's
+// context: an interrupted run still rolls back and releases what it holds.
+func (e *Engine) runActions(list *actions, doing, failed string) {
 	e.mu.Lock()
-	order, rbs := e.rbOrder, e.rollbacks
-	e.rollbacks, e.rbOrder = nil, nil
+	taken := *list
+	*list = actions{}
 	e.mu.Unlock()
 	ctx := e.Hard
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	var wg sync.WaitGroup
-	for _, h := range order {
+	for _, h := range taken.order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			list := rbs[h]
+			list := taken.byHost[h]
 			for i := len(list) - 1; i >= 0; i-- {
-				rb := list[i]
-				e.emit(output.Event{Kind: output.Rollback, Task: rb.task.Name, Host: h.Name, Text: "rolling back " + rb.task.Name})
+				a := list[i]
+				e.emit(output.Event{Kind: output.Rollback, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
 				tr, err := e.transport(ctx, h)
 				if err == nil {
-					x := e.newExec(rb.task, h, tr)
+					x := e.newExec(a.task, h, tr)
 					x.rollingBack = true
-					err = rb.fn(ctx, x)
+					err = a.fn(ctx, x)
 					x.flush()
 				}
 				if err != nil {
-					e.emit(output.Event{Kind: output.HostError, Task: rb.task.Name, Host: h.Name, Text: "rollback failed: " + err.Error()})
+					e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
 				}
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// runFailureTasks runs the on_failure tasks of the tasks that failed (deploy:failed), once each,
+// after the rollback. Their own failures are reported; they do not change the run's outcome.
+func (e *Engine) runFailureTasks() {
+	e.mu.Lock()
+	names := e.onFailure
+	e.onFailure = nil
+	e.mu.Unlock()
+	ctx := e.Hard
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if err := e.Invoke(ctx, name); err != nil {
+			e.emit(output.Event{Kind: output.Warn, Task: name, Text: "on_failure task " + name + " failed: " + err.Error()})
+		}
+	}
+	e.mu.Lock()
+	e.rollbacks = actions{} // what the failure tasks registered: the run has failed already
+	e.mu.Unlock()
+}
+
+// setResult records what t's body returned on h.
+func (e *Engine) setResult(t *Task, h *Host, v any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.results == nil {
+		e.results = map[string]map[string]any{}
+	}
+	if e.results[t.Name] == nil {
+		e.results[t.Name] = map[string]any{}
+	}
+	e.results[t.Name][h.Name] = v
+}
+
+// Results returns what the named task's body returned on each host the last time it ran, by host
+// name (nothing for a host whose body returned nothing).
+func (e *Engine) Results(task string) map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]any{}
+	for k, v := range e.results[task] {
+		out[k] = v
+	}
+	return out
 }
 
 // Exec is what a task body gets: the host it runs on, its transport, and the run's services.
@@ -527,8 +607,38 @@ func (x *Exec) OnRollback(fn Body) {
 	if x.rollingBack {
 		return
 	}
-	x.engine.addRollback(x.Host, x.Task, fn)
+	x.engine.addAction(&x.engine.rollbacks, x.Host, x.Task, fn)
 }
+
+// OnExit registers fn to run on this host when the run ends, whether it succeeded, failed or was
+// interrupted (after any rollback), newest first: for releasing what the run holds, such as a lock.
+func (x *Exec) OnExit(fn Body) {
+	if x.rollingBack {
+		return
+	}
+	x.engine.addAction(&x.engine.exits, x.Host, x.Task, fn)
+}
+
+// ClearRollbacks forgets this host's rollback actions: what they would undo is now final (a
+// deploy past publishing).
+func (x *Exec) ClearRollbacks() {
+	e := x.engine
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.rollbacks.byHost, x.Host)
+	for i, h := range e.rollbacks.order {
+		if h == x.Host {
+			e.rollbacks.order = append(e.rollbacks.order[:i:i], e.rollbacks.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// SetResult records v as what this task returned on this host; see Engine.Results.
+func (x *Exec) SetResult(v any) { x.engine.setResult(x.Task, x.Host, v) }
+
+// Results returns what the named task returned on each host the last time it ran.
+func (x *Exec) Results(task string) map[string]any { return x.engine.Results(task) }
 
 // LocalTransport returns the transport of this machine, for local().
 func (x *Exec) LocalTransport() transport.Transport { return x.engine.local() }

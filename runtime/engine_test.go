@@ -521,3 +521,90 @@ before("work", lambda: local("notify"))
 		}
 	}
 }
+
+// TestExitFailureResultsAndCommit covers what the deploy recipe stands on: on_exit actions run
+// however the run ends (after the rollback), an on_failure task runs once after the rollback,
+// clear_rollbacks() makes what came before final, and results() gathers every host's return value.
+func TestExitFailureResultsAndCommit(t *testing.T) {
+	src := threeHosts + `
+def lock(host):
+    on_exit(lambda host: run("unlock", host.name))
+    on_rollback(lambda host: run("undo-lock", host.name))
+
+def update(host):
+    on_rollback(lambda host: run("undo-update", host.name))
+    return "release-of-" + host.name
+
+def check(host):
+    got = results("update")
+    run("saw", ",".join(["%s=%s" % (k, got[k]) for k in sorted(got)]))
+
+def commit(host):
+    clear_rollbacks()
+
+def finish(host):
+    run("finish", host.name)
+
+task("lock", lock, roles="app")
+task("update", update, roles="app")
+task("check", check, roles="app")
+task("commit", commit, roles="app")
+task("finish", finish, roles="app")
+task("failed", lambda: local("notify-failure"), local=True)
+task("deploy", ["lock", "update", "check", "commit", "finish"], on_failure="failed")
+task("early", ["lock", "update", "check"], on_failure="failed")
+`
+	t.Run("success", func(t *testing.T) {
+		r := load(t, writeDeployfile(t, src), nil)
+		if err := r.run(runtime.Filter{}, "deploy"); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.hosts["web2"].Lines(); got != "saw web1=release-of-web1,web2=release-of-web2,web3=release-of-web3\nfinish web2\nunlock web2\n" {
+			t.Errorf("web2 ran:\n%s", got)
+		}
+		if got := r.recorder("local").Lines(); got != "" {
+			t.Errorf("on_failure ran on success: %q", got)
+		}
+	})
+	t.Run("failure after the commit point", func(t *testing.T) {
+		r := load(t, writeDeployfile(t, src), nil)
+		r.respond = func(host, line string) transport.Response {
+			if line == "finish web3" {
+				return transport.Response{Code: 1}
+			}
+			return transport.Response{}
+		}
+		if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+			t.Fatal("the run succeeded")
+		}
+		// Committed: nothing is undone; the lock is still released; deploy:failed runs once.
+		for _, h := range []string{"web1", "web2", "web3"} {
+			if got := r.hosts[h].Lines(); strings.Contains(got, "undo") || !strings.HasSuffix(got, "unlock "+h+"\n") {
+				t.Errorf("%s ran:\n%s", h, got)
+			}
+		}
+		if got := r.recorder("local").Lines(); got != "notify-failure\n" {
+			t.Errorf("on_failure task ran %q, want it once", got)
+		}
+	})
+	t.Run("failure before it", func(t *testing.T) {
+		r := load(t, writeDeployfile(t, src), nil)
+		r.respond = func(host, line string) transport.Response {
+			if strings.HasPrefix(line, "saw") && host == "web1" {
+				return transport.Response{Code: 1}
+			}
+			return transport.Response{}
+		}
+		if err := r.run(runtime.Filter{}, "early"); err == nil {
+			t.Fatal("the run succeeded")
+		}
+		// Rolled back newest first, then the failure task, then the exit action.
+		got := r.hosts["web2"].Lines()
+		if !strings.HasSuffix(got, "undo-update web2\nundo-lock web2\nunlock web2\n") {
+			t.Errorf("web2 ran:\n%s", got)
+		}
+		if got := r.recorder("local").Lines(); got != "notify-failure\n" {
+			t.Errorf("on_failure task ran %q, want it once", got)
+		}
+	})
+}

@@ -152,6 +152,9 @@ type Task struct {
 	Timeout time.Duration // default timeout of each command of the task
 	// ForwardAgent forwards the local SSH agent to the hosts for the task's commands.
 	ForwardAgent bool
+	// OnFailure names a task to run (once, after the rollback) when this task fails: deploy's
+	// deploy:failed.
+	OnFailure string
 
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool
@@ -276,6 +279,11 @@ func (c *Config) Check() error {
 	}
 	for _, name := range c.TaskNames() {
 		t := c.Tasks[name]
+		if t.OnFailure != "" {
+			if _, ok := c.Tasks[t.OnFailure]; !ok {
+				return &ConfigError{Pos: t.Pos, Msg: fmt.Sprintf("task %q: unknown on_failure task %q%s", t.Name, t.OnFailure, c.suggest(t.OnFailure))}
+			}
+		}
 		for _, s := range t.Steps {
 			if _, ok := c.Tasks[s]; !ok {
 				return &ConfigError{Pos: t.Pos, Msg: fmt.Sprintf("task %q: unknown step %q%s", t.Name, s, c.suggest(s))}

@@ -122,6 +122,10 @@ func (n *Node) print(w io.Writer, depth int) {
 		}
 	}
 	line := indent + label
+	if n.Task.OnFailure != "" {
+		label += " [on failure: " + n.Task.OnFailure + "]"
+		line = indent + label
+	}
 	if len(where) > 0 {
 		line += "  (" + strings.Join(where, ", ") + ")"
 	}

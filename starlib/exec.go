@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/template"
 	"time"
@@ -33,6 +34,9 @@ var execution = register(&Family{
 		{Name: "sleep", Sig: "(duration)", Doc: `wait, e.g. sleep("10s"); cut short when the run is interrupted`, Phase: phaseExec, Fn: builtinSleep},
 		{Name: "invoke", Sig: "(task)", Doc: "run a task with its hooks, from a local task", Phase: phaseExec, Fn: builtinInvoke},
 		{Name: "on_rollback", Sig: "(fn)", Doc: "register fn(host) to run on this host, newest first, if the run fails later", Phase: phaseExec, Fn: builtinOnRollback},
+		{Name: "on_exit", Sig: "(fn)", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback)", Phase: phaseExec, Fn: builtinOnExit},
+		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions: what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
+		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name", Phase: phaseExec, Fn: builtinResults},
 	},
 })
 
@@ -83,8 +87,12 @@ func (s *Session) taskBody(fn starlark.Callable, local bool) runtime.Body {
 		if takesHost(fn) && !x.Task.Local {
 			args = starlark.Tuple{hostValue(s, x.Host)}
 		}
-		_, err := starlark.Call(th, fn, args, nil)
+		v, err := starlark.Call(th, fn, args, nil)
 		if err == nil {
+			if v != starlark.None {
+				v.Freeze()
+				x.SetResult(v)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -335,6 +343,50 @@ func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.T
 	s := sessionOf(th)
 	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local))
 	return starlark.None, nil
+}
+
+func builtinOnExit(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var fn starlark.Callable
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn); err != nil {
+		return nil, err
+	}
+	xc := execOf(th)
+	if f, ok := fn.(*starlark.Function); ok && f.NumParams() > 1 {
+		return nil, fmt.Errorf("%s: %s takes %d parameters; an exit action takes the host, or nothing", b.Name(), f.Name(), f.NumParams())
+	}
+	xc.x.OnExit(sessionOf(th).taskBody(fn, xc.x.Task.Local))
+	return starlark.None, nil
+}
+
+func builtinClearRollbacks(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+		return nil, err
+	}
+	execOf(th).x.ClearRollbacks()
+	return starlark.None, nil
+}
+
+func builtinResults(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "task", &name); err != nil {
+		return nil, err
+	}
+	s := sessionOf(th)
+	if _, ok := s.Config.Tasks[name]; !ok {
+		return nil, fmt.Errorf("%s: unknown task %q", b.Name(), name)
+	}
+	res := execOf(th).x.Results(name)
+	keys := make([]string, 0, len(res))
+	for k := range res {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	d := starlark.NewDict(len(keys))
+	for _, k := range keys {
+		_ = d.SetKey(starlark.String(k), res[k].(starlark.Value))
+	}
+	d.Freeze()
+	return d, nil
 }
 
 // fileOpts unpacks sudo= and user= of the file builtins.
