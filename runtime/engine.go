@@ -187,10 +187,10 @@ func (e *Engine) Run(ctx context.Context, names []string) (err error) {
 	defer func() {
 		if err != nil {
 			failed = failedHosts(err)
-			e.runActions(&e.rollbacks, "rolling back", "rollback failed")
+			e.runActions(&e.rollbacks, output.Rollback, "rolling back", "rollback failed")
 			e.runFailureTasks()
 		}
-		e.runActions(&e.exits, "finishing", "exit action failed")
+		e.runActions(&e.exits, output.Debug, "exit action of", "exit action failed")
 		e.closeAll()
 		ev := output.Event{Kind: output.RunEnd, Duration: e.now().Sub(start), Hosts: all, Failed: failed}
 		if err != nil {
@@ -482,7 +482,7 @@ func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body) {
 // runActions runs every host's actions of list, newest first, hosts in parallel, and empties it.
 // A failing action is reported and the next one still runs. They run under e.Hard, not the run's
 // context: an interrupted run still rolls back and releases what it holds.
-func (e *Engine) runActions(list *actions, doing, failed string) {
+func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed string) {
 	e.mu.Lock()
 	taken := *list
 	*list = actions{}
@@ -499,7 +499,7 @@ func (e *Engine) runActions(list *actions, doing, failed string) {
 			list := taken.byHost[h]
 			for i := len(list) - 1; i >= 0; i-- {
 				a := list[i]
-				e.emit(output.Event{Kind: output.Rollback, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
+				e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
 				tr, err := e.transport(ctx, h)
 				if err == nil {
 					x := e.newExec(a.task, h, tr)

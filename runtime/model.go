@@ -152,6 +152,9 @@ type Task struct {
 	Timeout time.Duration // default timeout of each command of the task
 	// ForwardAgent forwards the local SSH agent to the hosts for the task's commands.
 	ForwardAgent bool
+	// Unfiltered tasks run on their hosts whatever -r/-z say: the deploy lock must be taken on
+	// the same host however a run is narrowed.
+	Unfiltered bool
 	// OnFailure names a task to run (once, after the rollback) when this task fails: deploy's
 	// deploy:failed.
 	OnFailure string

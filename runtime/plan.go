@@ -181,6 +181,9 @@ func (c *Config) SelectHosts(t *Task, f Filter) ([]*Host, error) {
 	if t.Local {
 		return nil, nil
 	}
+	if t.Unfiltered {
+		f = Filter{}
+	}
 	var taskHosts, filterHosts *hostMatcher
 	var err error
 	if len(t.Hosts) > 0 {

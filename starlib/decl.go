@@ -19,11 +19,12 @@ var declarations = register(&Family{
 	Doc:  "declare servers, roles, variables, stages, tasks and hooks (top level of a recipe file)",
 	Builtins: []Builtin{
 		{Name: "set", Sig: "(name, value, secret=False)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); secret=True redacts its value; NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
+		{Name: "set_if_empty", Sig: "(name, value)", Doc: "set a variable unless it is set already (how libraries give defaults)", Phase: phaseLoad, Fn: builtinSetIfEmpty},
 		{Name: "fetch", Sig: "(name, default=<error>)", Doc: "the value of a variable, or default; an unknown name without default is an error", Fn: builtinFetch},
 		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, forward_agent=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data; forward_agent=True forwards your SSH agent to it`, Phase: phaseLoad, Fn: builtinServer},
 		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
 		{Name: "stage", Sig: "(name, fn)", Doc: "declare a stage: fn() declares its servers and variables and runs only when the stage is selected", Phase: phaseLoad, Fn: builtinStage},
-		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails", Phase: phaseLoad, Fn: builtinTask},
+		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None, unfiltered=False)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails; unfiltered=True ignores -r/-z", Phase: phaseLoad, Fn: builtinTask},
 		{Name: "before", Sig: "(task, hook)", Doc: "run hook (a task name or a function) before task, every time task runs", Phase: phaseLoad, Fn: builtinHook(false)},
 		{Name: "after", Sig: "(task, hook)", Doc: "run hook (a task name or a function) after task, every time task runs", Phase: phaseLoad, Fn: builtinHook(true)},
 	},
@@ -47,6 +48,25 @@ func builtinSet(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	s := sessionOf(th)
 	if !s.Vars.Set(name, value, secret, posOf(th)) {
 		s.opts.Sink.Emit(output.Event{Kind: output.Debug, Text: fmt.Sprintf("%s: %s is set on the command line; ignoring set()", posOf(th), name)})
+	}
+	return starlark.None, nil
+}
+
+func builtinSetIfEmpty(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var name string
+	var value starlark.Value
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "value", &value); err != nil {
+		return nil, err
+	}
+	if !varName.MatchString(name) {
+		return nil, fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", b.Name(), name)
+	}
+	if fn, ok := value.(*starlark.Function); ok && fn.NumParams() > 1 {
+		return nil, fmt.Errorf("%s: the lazy value of %q takes %d parameters; a lazy value takes none, or one (the host)", b.Name(), name, fn.NumParams())
+	}
+	s := sessionOf(th)
+	if !s.Vars.isSet(name) {
+		s.Vars.Set(name, value, false, posOf(th))
 	}
 	return starlark.None, nil
 }
@@ -298,6 +318,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		release       bool
 		forward       bool
 		onFailure     string
+		unfiltered    bool
 		limit         int
 		batch         batchArg
 		wait, timeout durationArg
@@ -305,7 +326,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
 		"name", &name, "fn_or_steps", &body, "desc?", &desc, "roles?", &roles, "hosts?", &hosts,
 		"once?", &once, "local?", &local, "release?", &release, "limit?", &limit, "batch?", &batch,
-		"wait?", &wait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure); err != nil {
+		"wait?", &wait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure, "unfiltered?", &unfiltered); err != nil {
 		return nil, err
 	}
 	if name == "" || strings.ContainsAny(name, " \t\n") {
@@ -328,7 +349,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	t := &runtime.Task{
 		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
 		Release: release, Limit: limit, Batch: runtime.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
-		ForwardAgent: forward, OnFailure: onFailure,
+		ForwardAgent: forward, OnFailure: onFailure, Unfiltered: unfiltered,
 	}
 	switch body := body.(type) {
 	case starlark.Callable:

@@ -59,6 +59,7 @@ var messages = register(&Family{
 		{Name: "warn", Sig: "(msg)", Doc: "print a warning", Fn: builtinMessage(output.Warn)},
 		{Name: "fail", Sig: "(msg)", Doc: "stop: at load time a Deployfile error, in a task that host's failure", Fn: builtinFail},
 		{Name: "template", Sig: "(path_or_text, **vars)", Doc: "render a Go text/template, from a file (relative to the Deployfile) or from text", Fn: builtinTemplate},
+		{Name: "quote", Sig: "(*args)", Doc: `quote each argument for a POSIX shell and join them with spaces, for run(sh=...) lines: run(sh = "git archive " + quote(branch) + " | tar -x")`, Fn: builtinQuote},
 		{Name: "secret", Sig: "(value)", Doc: "mark a string secret: it is redacted from every printed command, log line and event", Fn: builtinSecret},
 	},
 })
@@ -543,6 +544,17 @@ func builtinTemplate(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 		return nil, fmt.Errorf("%s: %s", b.Name(), strings.TrimPrefix(err.Error(), "template: "))
 	}
 	return starlark.String(out.String()), nil
+}
+
+func builtinQuote(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	if len(kwargs) > 0 {
+		return nil, fmt.Errorf("%s: unexpected keyword argument %s", b.Name(), kwargs[0][0])
+	}
+	argv, err := argvOf(b.Name(), args)
+	if err != nil {
+		return nil, err
+	}
+	return starlark.String(shell.Join(argv)), nil
 }
 
 func builtinSecret(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

@@ -4,10 +4,13 @@
 package starlib
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -134,6 +137,8 @@ func Load(opts Options) (*Session, error) {
 	}
 	s.Vars.preset("deployfile_dir", starlark.String(s.Dir))
 	s.Vars.preset("release_timestamp", starlark.String(opts.Now().UTC().Format("20060102150405")))
+	s.Vars.preset("run_id", starlark.String(newRunID()))
+	s.Vars.preset("deployer", starlark.String(deployer()))
 	if _, err := s.exec(opts.File, nil); err != nil {
 		return nil, err
 	}
@@ -419,4 +424,25 @@ func sessionOf(th *starlark.Thread) *Session {
 func posOf(th *starlark.Thread) runtime.Pos {
 	p := th.CallFrame(1).Pos
 	return runtime.Pos{File: p.Filename(), Line: int(p.Line), Col: int(p.Col)}
+}
+
+// newRunID returns a random identifier of this run (what a deploy lock records as its holder's
+// token).
+func newRunID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// deployer names who runs star-deploy: user@host of this machine.
+func deployer() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	return name + "@" + host
 }

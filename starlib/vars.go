@@ -120,6 +120,14 @@ func addSecret(r *output.Redactor, secret string) {
 	}
 }
 
+// isSet reports whether name has a value (from set(), the command line, or star-deploy).
+func (v *Vars) isSet(name string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.vals[name]
+	return ok
+}
+
 // Names returns the names set so far, sorted.
 func (v *Vars) Names() []string {
 	v.mu.Lock()

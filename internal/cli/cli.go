@@ -71,6 +71,7 @@ type Options struct {
 	KnownHosts     []string
 	Identities     []string
 	AcceptNew      bool
+	LockWait       string
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
 	MaxConnecting  int
@@ -171,6 +172,12 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	if o.Verbose && o.Quiet {
 		return nil, fs, errors.New("-v and -q cannot be used together")
 	}
+	if o.LockWait != "" {
+		if _, err := time.ParseDuration(o.LockWait); err != nil {
+			return nil, fs, fmt.Errorf("--lock-wait: %q is not a duration such as 30s or 10m", o.LockWait)
+		}
+		o.Settings["lock_wait"] = o.LockWait
+	}
 	for _, w := range fs.Args() {
 		if m := settingRE.FindStringSubmatch(w); m != nil {
 			o.Settings[m[1]] = m[2]
@@ -204,6 +211,7 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "give up connecting to a host after this long (default 10s)")
 	fs.DurationVar(&o.CommandTimeout, "command-timeout", 0, "end any remote command still running after this long, unless its task or run() sets a timeout (default: no limit)")
 	fs.IntVar(&o.MaxConnecting, "max-connecting", 0, "at most this many connection attempts at once, across hosts (default 32)")
+	fs.StringVar(&o.LockWait, "lock-wait", "", "when the deploy lock is held, wait up to `DURATION` for it (sets lock_wait)")
 	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.Version, "version", false, "print the version")
 	return fs
