@@ -72,6 +72,9 @@ func (v *Vars) Set(name string, val starlark.Value, secret bool, pos runtime.Pos
 		}
 		return false
 	}
+	// Frozen: tasks on many hosts read it at once, and Starlark mutates even while iterating an
+	// unfrozen list.
+	val.Freeze()
 	nv := &variable{value: val, secret: secret, pos: pos}
 	if fn, ok := val.(*starlark.Function); ok {
 		nv.lazy = fn

@@ -44,6 +44,7 @@ const usage = `Usage: star-deploy [flags] [STAGE] TASK... [NAME=VALUE...]
        star-deploy -T [PATTERN]         list tasks
        star-deploy -P TASK              show what TASK runs, with every hook
        star-deploy help builtins        list the recipe language's builtins
+       star-deploy init [--force]       write a Deployfile and stage files for a new project
 
 Runs the tasks of a Deployfile (Deployfile.star, searched upward from the working
 directory) on the servers it declares. NAME=VALUE sets a variable for this run; it
@@ -72,6 +73,7 @@ type Options struct {
 	Identities     []string
 	AcceptNew      bool
 	LockWait       string
+	Force          bool
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
 	MaxConnecting  int
@@ -97,6 +99,9 @@ func Main(args []string, stdio IO) int {
 	if err != nil {
 		fmt.Fprintf(stdio.Stderr, "star-deploy: %v\nRun star-deploy --help for usage.\n", err)
 		return ExitUsage
+	}
+	if len(opts.Words) > 0 && opts.Words[0] == "init" {
+		return initCommand(opts, fs, stdio)
 	}
 	if opts.Help {
 		printUsage(stdio.Stdout, fs)
@@ -173,10 +178,12 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 		return nil, fs, errors.New("-v and -q cannot be used together")
 	}
 	if o.LockWait != "" {
-		if _, err := time.ParseDuration(o.LockWait); err != nil {
+		d, err := time.ParseDuration(o.LockWait)
+		if err != nil || d < 0 {
 			return nil, fs, fmt.Errorf("--lock-wait: %q is not a duration such as 30s or 10m", o.LockWait)
 		}
-		o.Settings["lock_wait"] = o.LockWait
+		// The recipe waits in whole seconds; round up so that 500ms still waits.
+		o.Settings["lock_wait"] = fmt.Sprintf("%ds", int((d+time.Second-1)/time.Second))
 	}
 	for _, w := range fs.Args() {
 		if m := settingRE.FindStringSubmatch(w); m != nil {
@@ -212,6 +219,7 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.DurationVar(&o.CommandTimeout, "command-timeout", 0, "end any remote command still running after this long, unless its task or run() sets a timeout (default: no limit)")
 	fs.IntVar(&o.MaxConnecting, "max-connecting", 0, "at most this many connection attempts at once, across hosts (default 32)")
 	fs.StringVar(&o.LockWait, "lock-wait", "", "when the deploy lock is held, wait up to `DURATION` for it (sets lock_wait)")
+	fs.BoolVar(&o.Force, "force", false, "with init: overwrite the files it writes if they exist")
 	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.Version, "version", false, "print the version")
 	return fs
@@ -250,6 +258,9 @@ func findDeployfile(flag string) (string, error) {
 }
 
 func run(o *Options, stdio IO) error {
+	if o.Force {
+		return &runtime.UsageError{Msg: "--force is a flag of star-deploy init only"}
+	}
 	file, err := findDeployfile(o.File)
 	if err != nil {
 		return err
