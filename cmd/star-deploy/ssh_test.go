@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"al.essio.dev/pkg/shellescape"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -76,6 +80,15 @@ func TestSSH(t *testing.T) {
 			"noremote":    cmdNoremote,
 			"runadvice":   cmdRunAdvice,
 			"silentport":  cmdSilentPort,
+			"gitrepo":     h.gitrepo,
+			"gitcommit":   h.gitcommit,
+			"nextsecond":  cmdNextSecond,
+			"samerelease": h.samerelease,
+			"rigsh":       h.rigsh,
+			"inhost":      h.inhost,
+			"waitpath":    h.waitpath,
+			"waitgrep":    cmdWaitGrep,
+			"eq":          cmdEq,
 		},
 	})
 }
@@ -411,4 +424,358 @@ func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
 			}()
 		}
 	}()
+}
+
+// The commands below serve the deploy_* scripts, which run the built-in deploy and rollback
+// flows (@star//deploy.star) on the rig: gitrepo, gitcommit, nextsecond, samerelease, inhost,
+// rigsh, waitpath, waitgrep and eq.
+
+// e2eRepos holds the git repositories the deploy scripts deploy from, one folder a script. It is
+// outside the tests' private (0700) temporary folders so that the hosts' deploy user can read
+// them: the rig's hosts share this machine's file system, /var/www excepted.
+const e2eRepos = "/srv/star-deploy-e2e"
+
+// e2eReposMu serialises the creation and removal of e2eRepos and its folders across scripts.
+var e2eReposMu sync.Mutex
+
+var repoNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// repoPaths returns the working tree (private to the script) and the published bare repository
+// of the git repository NAME of the script.
+func repoPaths(ts *testscript.TestScript, name string) (work, bare string) {
+	if !repoNameRE.MatchString(name) {
+		ts.Fatalf("%q is not a repository name (lower case letters, digits, _)", name)
+	}
+	return ts.MkAbs(filepath.Join(".gitrepo", name)), filepath.Join(e2eRepos, ts.Name(), name+".git")
+}
+
+// gitIn runs git in dir, with no system or global configuration and a fixed identity.
+func gitIn(ts *testscript.TestScript, dir string, args ...string) string {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=star-deploy e2e", "GIT_AUTHOR_EMAIL=e2e@star-deploy.invalid",
+		"GIT_COMMITTER_NAME=star-deploy e2e", "GIT_COMMITTER_EMAIL=e2e@star-deploy.invalid")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		ts.Fatalf("git %s (in %s): %v\n%s", strings.Join(args, " "), dir, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commitVersion writes VERSION n and a line of CHANGES into the working tree and commits them.
+func commitVersion(ts *testscript.TestScript, work string, n int, msg string) {
+	ts.Check(os.WriteFile(filepath.Join(work, "VERSION"), []byte(strconv.Itoa(n)+"\n"), 0o644))
+	f, err := os.OpenFile(filepath.Join(work, "CHANGES"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	ts.Check(err)
+	_, err = fmt.Fprintf(f, "%d %s\n", n, msg)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	ts.Check(err)
+	gitIn(ts, work, "add", "-A")
+	gitIn(ts, work, "commit", "-q", "-m", msg)
+}
+
+// publishRepo copies the working tree's history to the bare repository, afresh, owned by the
+// rig's user (git refuses to read a repository another user owns), and sets NAME_HEAD to the
+// sha of branch main.
+func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work, bare string) {
+	acct, err := user.Lookup(h.rig.Hosts[0].User)
+	ts.Check(err)
+	uid, err := strconv.Atoi(acct.Uid)
+	ts.Check(err)
+	gid, err := strconv.Atoi(acct.Gid)
+	ts.Check(err)
+
+	e2eReposMu.Lock()
+	defer e2eReposMu.Unlock()
+	ts.Check(os.MkdirAll(filepath.Dir(bare), 0o755))
+	for _, dir := range []string{e2eRepos, filepath.Dir(bare)} {
+		ts.Check(os.Chmod(dir, 0o755))
+	}
+	ts.Check(os.RemoveAll(bare))
+	gitIn(ts, work, "clone", "-q", "--bare", "--no-local", work, bare)
+	ts.Check(filepath.WalkDir(bare, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	}))
+	ts.Setenv(strings.ToUpper(name)+"_HEAD", gitIn(ts, work, "rev-parse", "main"))
+}
+
+// gitrepo implements `gitrepo NAME`: it creates a git repository of two commits on branch main
+// (README, VERSION, CHANGES, bin/hello, public/index.html, config/app.yml.example, log/README)
+// and publishes it, readable by the hosts' deploy user, at /srv/star-deploy-e2e/SCRIPT/NAME.git,
+// removed when the script ends. It sets NAME_REPO (NAME in upper case) to that path and
+// NAME_HEAD to the sha of main.
+func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: gitrepo NAME")
+	}
+	name := args[0]
+	work, bare := repoPaths(ts, name)
+	ts.Defer(func() {
+		e2eReposMu.Lock()
+		defer e2eReposMu.Unlock()
+		os.RemoveAll(filepath.Dir(bare))
+		os.Remove(e2eRepos) // once no script uses it
+	})
+	ts.Check(os.RemoveAll(work))
+	files := map[string]string{
+		"README":                 name + ": a sample application for star-deploy's end-to-end tests\n",
+		"bin/hello":              "#!/bin/sh\ncd \"$(dirname \"$0\")/..\" && echo \"hello from version $(cat VERSION)\"\n",
+		"public/index.html":      "<h1>" + name + "</h1>\n",
+		"config/app.yml.example": "name: " + name + "\n",
+		"log/README":             "replaced by a link to shared/log on the servers\n",
+	}
+	for file, content := range files {
+		p := filepath.Join(work, file)
+		ts.Check(os.MkdirAll(filepath.Dir(p), 0o755))
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(file, "bin/") {
+			mode = 0o755
+		}
+		ts.Check(os.WriteFile(p, []byte(content), mode))
+	}
+	gitIn(ts, work, "init", "-q", "-b", "main")
+	commitVersion(ts, work, 1, "first")
+	commitVersion(ts, work, 2, "second")
+	h.publishRepo(ts, name, work, bare)
+	ts.Setenv(strings.ToUpper(name)+"_REPO", bare)
+}
+
+// gitcommit implements `gitcommit NAME MSG`: it adds a commit MSG to main in repository NAME
+// (made by gitrepo), which bumps VERSION, publishes it and updates NAME_HEAD.
+func (h *rigCmds) gitcommit(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: gitcommit NAME MSG")
+	}
+	work, bare := repoPaths(ts, args[0])
+	b, err := os.ReadFile(filepath.Join(work, "VERSION"))
+	if err != nil {
+		ts.Fatalf("gitcommit: no repository %s (make it with gitrepo): %v", args[0], err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	ts.Check(err)
+	commitVersion(ts, work, n+1, args[1])
+	h.publishRepo(ts, args[0], work, bare)
+}
+
+// cmdNextSecond implements `nextsecond [ID]`: it waits until the wall clock shows a later second
+// than now, or, given a release id (UTC YYYYMMDDHHMMSS), a later second than the id's, so that a
+// run started next gets a release id of its own. It waits on the clock, for at most a second.
+func cmdNextSecond(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) > 1 {
+		ts.Fatalf("usage: nextsecond [ID]")
+	}
+	after := time.Now().Unix()
+	if len(args) == 1 {
+		t, err := time.Parse("20060102150405", args[0])
+		if err != nil {
+			ts.Fatalf("nextsecond: %q is not a release id: %v", args[0], err)
+		}
+		after = t.Unix()
+	}
+	for time.Now().Unix() <= after {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// hostList returns the indexes in rig.Hosts of the hosts a comma list of host numbers names.
+func (h *rigCmds) hostList(ts *testscript.TestScript, arg string) []int {
+	var out []int
+	for _, n := range strings.Split(arg, ",") {
+		out = append(out, h.host(ts, n))
+	}
+	return out
+}
+
+// inHost runs the shell line on host i, as the rig's user, without logging in: with nsenter, in
+// the host's mount namespace, where its deploy roots are its own. It is how scripts look at the
+// hosts quickly (a login with the ssh client, as rigexec does, takes a fifth of a second). It
+// returns the standard output; an error carries the exit status and the standard error.
+func (h *rigCmds) inHost(i int, line string) (string, error) {
+	acct, err := user.Lookup(h.rig.Hosts[i].User)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", h.rig.Hosts[i].Pid),
+		"--setgid", acct.Gid, "--setuid", acct.Uid, "--", "/bin/sh", "-c", line)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C", "HOME=" + acct.HomeDir,
+		"USER=" + acct.Username, "RIGHOST=" + h.rig.Hosts[i].Name}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// inHosts runs line(i) on every host i of hosts at once (see inHost), and returns each one's
+// output and error.
+func (h *rigCmds) inHosts(hosts []int, line func(i int) string) ([]string, []error) {
+	outs, errs := make([]string, len(hosts)), make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for k, i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[k], errs[k] = h.inHost(i, line(i))
+		}()
+	}
+	wg.Wait()
+	return outs, errs
+}
+
+// report writes the hosts' outputs to the script's standard output, in order, and fails unless
+// every host succeeded (unless every one failed, with neg).
+func (h *rigCmds) report(ts *testscript.TestScript, neg bool, cmd string, hosts []int, outs []string, errs []error) {
+	for k, i := range hosts {
+		fmt.Fprint(ts.Stdout(), outs[k])
+		if errs[k] != nil {
+			fmt.Fprintf(ts.Stderr(), "%s: %v\n", h.rig.Hosts[i].Name, errs[k])
+		}
+	}
+	for k, i := range hosts {
+		switch {
+		case errs[k] != nil && !neg:
+			ts.Fatalf("%s failed on %s: %v", cmd, h.rig.Hosts[i].Name, errs[k])
+		case errs[k] == nil && neg:
+			ts.Fatalf("%s succeeded on %s", cmd, h.rig.Hosts[i].Name)
+		}
+	}
+}
+
+// inhost implements `inhost N[,N...] CMD...`: it runs CMD (its words joined by spaces, as
+// rigexec does) with sh on each host N at once, as the rig's user but without logging in (see
+// inHost), and fails unless it exits 0 on every one (unless it fails on every one, with !).
+// Their standard outputs, in host order, become the script's; RIGHOST is the host's name.
+func (h *rigCmds) inhost(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 {
+		ts.Fatalf("usage: inhost N[,N...] CMD...")
+	}
+	hosts := h.hostList(ts, args[0])
+	line := strings.Join(args[1:], " ")
+	outs, errs := h.inHosts(hosts, func(int) string { return line })
+	h.report(ts, neg, "inhost: "+line, hosts, outs, errs)
+}
+
+var releaseLinkRE = regexp.MustCompile(`^(.*)/releases/([0-9]{14})$`)
+
+// samerelease implements `samerelease DEPLOY_TO VAR N...`: it fails unless DEPLOY_TO/current on
+// every host N is a link to DEPLOY_TO/releases/ID, with the same ID on all of them, a UTC time
+// YYYYMMDDHHMMSS not in the future, and sets VAR to that ID.
+func (h *rigCmds) samerelease(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 {
+		ts.Fatalf("usage: samerelease DEPLOY_TO VAR N...")
+	}
+	dir, id := strings.TrimSuffix(args[0], "/"), ""
+	hosts := h.hostList(ts, strings.Join(args[2:], ","))
+	outs, errs := h.inHosts(hosts, func(int) string { return "readlink " + shellescape.Quote(dir+"/current") })
+	for k, i := range hosts {
+		name := h.rig.Hosts[i].Name
+		if errs[k] != nil {
+			ts.Fatalf("samerelease: %s: %v", name, errs[k])
+		}
+		link := strings.TrimSpace(outs[k])
+		m := releaseLinkRE.FindStringSubmatch(link)
+		if m == nil || m[1] != dir {
+			ts.Fatalf("samerelease: %s: %s/current -> %q, want %s/releases/<14-digit id>", name, dir, link, dir)
+		}
+		if t, err := time.Parse("20060102150405", m[2]); err != nil || t.After(time.Now().Add(time.Second)) {
+			ts.Fatalf("samerelease: %s: release %s is not a UTC time up to now (%v)", name, m[2], err)
+		}
+		if id != "" && m[2] != id {
+			ts.Fatalf("samerelease: %s is on release %s, an earlier host on %s", name, m[2], id)
+		}
+		id = m[2]
+	}
+	fmt.Fprintf(ts.Stdout(), "hosts %s: current -> releases/%s\n", strings.Join(args[2:], " "), id)
+	ts.Setenv(args[1], id)
+}
+
+// rigsh implements `rigsh N[,N...] FILE [ARGS...]`: it runs the shell script FILE (a file of the
+// script's, such as one of its archive) with sh on each host N at once, as inhost does, with ARGS
+// as $1... and RIGHOST set to the host's name (host1...), and fails unless it exits 0 on every
+// one (unless it fails on every one, with !). Their standard outputs, in order, become the
+// script's.
+func (h *rigCmds) rigsh(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 {
+		ts.Fatalf("usage: rigsh N[,N...] FILE [ARGS...]")
+	}
+	hosts := h.hostList(ts, args[0])
+	line := "sh -c " + shellescape.Quote(ts.ReadFile(args[1])) + " " + shellescape.Quote(args[1])
+	if len(args) > 2 {
+		line += " " + shellescape.QuoteCommand(args[2:])
+	}
+	outs, errs := h.inHosts(hosts, func(int) string { return line })
+	h.report(ts, neg, "rigsh "+args[1], hosts, outs, errs)
+}
+
+// waitpath implements `waitpath N PATH`: it waits, for up to 10s, until PATH (in one of the
+// hosts' deploy roots, such as /var/www) exists on host N. It looks at the host's private folder
+// directly, without logging in.
+func (h *rigCmds) waitpath(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitpath N PATH")
+	}
+	i := h.host(ts, args[0])
+	local := ""
+	for root, backing := range h.rig.Hosts[i].Roots {
+		if rest, ok := strings.CutPrefix(args[1], root+"/"); ok {
+			local = filepath.Join(backing, rest)
+		}
+	}
+	if local == "" {
+		ts.Fatalf("waitpath: %s is in none of the hosts' deploy roots", args[1])
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Lstat(local); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitpath: %s did not appear on host%s within 10s", args[1], args[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cmdWaitGrep implements `waitgrep FILE REGEXP`: it waits, for up to 10s, until FILE (a file the
+// script's background command writes) has a line matching REGEXP.
+func cmdWaitGrep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitgrep FILE REGEXP")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(ts.MkAbs(args[0])); err == nil && re.Match(b) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitgrep: no line of %s matched %q within 10s", args[0], args[1])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cmdEq implements `eq A B`: it fails unless A and B are the same string (unless they differ,
+// with !). It compares values the script has kept in variables, such as release ids.
+func cmdEq(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: eq A B")
+	}
+	switch {
+	case args[0] != args[1] && !neg:
+		ts.Fatalf("eq: %q != %q", args[0], args[1])
+	case args[0] == args[1] && neg:
+		ts.Fatalf("eq: both are %q", args[0])
+	}
 }
