@@ -39,11 +39,8 @@ func builtinSet(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "value", &value, "secret?", &secret); err != nil {
 		return nil, err
 	}
-	if !varName.MatchString(name) {
-		return nil, fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", b.Name(), name)
-	}
-	if fn, ok := value.(*starlark.Function); ok && fn.NumParams() > 1 {
-		return nil, fmt.Errorf("%s: the lazy value of %q takes %d parameters; a lazy value takes none, or one (the host)", b.Name(), name, fn.NumParams())
+	if err := checkVariable(b.Name(), name, value); err != nil {
+		return nil, err
 	}
 	s := sessionOf(th)
 	if !s.Vars.Set(name, value, secret, posOf(th)) {
@@ -52,17 +49,25 @@ func builtinSet(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	return starlark.None, nil
 }
 
+// checkVariable reports what is wrong with setting name to value, for set() and set_if_empty().
+func checkVariable(builtin, name string, value starlark.Value) error {
+	if !varName.MatchString(name) {
+		return fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", builtin, name)
+	}
+	if fn, ok := value.(*starlark.Function); ok && fn.NumParams() > 1 {
+		return fmt.Errorf("%s: the lazy value of %q takes %d parameters; a lazy value takes none, or one (the host)", builtin, name, fn.NumParams())
+	}
+	return nil
+}
+
 func builtinSetIfEmpty(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var name string
 	var value starlark.Value
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "value", &value); err != nil {
 		return nil, err
 	}
-	if !varName.MatchString(name) {
-		return nil, fmt.Errorf("%s: %q is not a variable name (letters, digits and _, not starting with a digit)", b.Name(), name)
-	}
-	if fn, ok := value.(*starlark.Function); ok && fn.NumParams() > 1 {
-		return nil, fmt.Errorf("%s: the lazy value of %q takes %d parameters; a lazy value takes none, or one (the host)", b.Name(), name, fn.NumParams())
+	if err := checkVariable(b.Name(), name, value); err != nil {
+		return nil, err
 	}
 	s := sessionOf(th)
 	if !s.Vars.isSet(name) {
