@@ -654,6 +654,3 @@ func (x *Exec) Invoke(ctx context.Context, name string) error {
 
 // Sleep waits d or until ctx ends.
 func (x *Exec) Sleep(ctx context.Context, d time.Duration) error { return x.engine.sleep(ctx, d) }
-
-// Now returns the engine's time.
-func (x *Exec) Now() time.Time { return x.engine.now() }

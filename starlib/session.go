@@ -64,7 +64,6 @@ type Session struct {
 	modules map[string]*module
 	stages  map[string]*stageDecl
 	stageNs []string
-	stage   string
 
 	primaries map[*runtime.Host]bool
 	// hostHooks are the function hooks that take the host, checked by Finish.
@@ -155,9 +154,6 @@ func (s *Session) Stages() []string {
 	return out
 }
 
-// Stage returns the selected stage, or "".
-func (s *Session) Stage() string { return s.stage }
-
 // SelectStage runs the declarations of the named stage: its stage() function, or its
 // deploy/<stage>.star file. It sets the variable "stage".
 func (s *Session) SelectStage(name string) error {
@@ -165,7 +161,6 @@ func (s *Session) SelectStage(name string) error {
 	if !ok {
 		return &runtime.UsageError{Msg: fmt.Sprintf("unknown stage %q; the stages are: %s", name, strings.Join(s.Stages(), ", "))}
 	}
-	s.stage = name
 	s.Vars.preset("stage", starlark.String(name))
 	if st.fn != nil {
 		th := s.newThread(phaseLoad, st.pos.File)

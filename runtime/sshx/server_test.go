@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/star-deploy/star-deploy/runtime/transport"
 )
 
 // testServer is an in-process SSH server for tests. It runs exec requests with /bin/sh -c in
@@ -292,7 +294,7 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release f
 							CoreDumped bool
 							Error      string
 							Lang       string
-						}{Signal: sigName(ws.Signal())}))
+						}{Signal: transport.SignalName(ws.Signal())}))
 					} else {
 						_, _ = ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, uint32(ws.ExitStatus())))
 					}
@@ -473,22 +475,6 @@ func groupAlive(pgid int) bool {
 		}
 	}
 	return false
-}
-
-func sigName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGTERM:
-		return "TERM"
-	case syscall.SIGKILL:
-		return "KILL"
-	case syscall.SIGINT:
-		return "INT"
-	case syscall.SIGHUP:
-		return "HUP"
-	case syscall.SIGPIPE:
-		return "PIPE"
-	}
-	return strconv.Itoa(int(s))
 }
 
 var (

@@ -78,14 +78,16 @@ func localResult(err error) (Result, error) {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return Result{Code: -1, Signal: signalName(ws.Signal())}, nil
+			return Result{Code: -1, Signal: SignalName(ws.Signal())}, nil
 		}
 		return Result{Code: ee.ExitCode()}, nil
 	}
 	return Result{}, err
 }
 
-func signalName(s syscall.Signal) string {
+// SignalName returns the SSH name of a signal ("TERM", "KILL", ...), as Result.Signal holds it,
+// or its number when it has no SSH name here.
+func SignalName(s syscall.Signal) string {
 	switch s {
 	case syscall.SIGTERM:
 		return "TERM"
