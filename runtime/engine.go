@@ -94,6 +94,16 @@ type TaskError struct {
 	Failures []*HostError // every host that failed, in host order
 }
 
+// refusedError is the failure of a gate task (Task.Gate): the run was refused before it changed
+// anything. It reads and unwraps as the failure itself.
+type refusedError struct {
+	err  error
+	gate string // the gate task's name
+}
+
+func (r refusedError) Error() string { return r.err.Error() }
+func (r refusedError) Unwrap() error { return r.err }
+
 func (e *TaskError) Error() string {
 	var b strings.Builder
 	var failed, stopped []string
@@ -237,7 +247,12 @@ func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 	}
 	if n.Task.OnFailure != "" {
 		defer func() {
-			if err != nil {
+			var refused refusedError
+			switch {
+			case err == nil:
+			case errors.As(err, &refused):
+				e.emit(output.Event{Kind: output.Debug, Task: n.Task.Name, Text: fmt.Sprintf("%s does not run: the run was refused at %s, before it changed anything", n.Task.OnFailure, refused.gate)})
+			default:
 				e.mu.Lock()
 				e.onFailure = append(e.onFailure, n.Task.OnFailure)
 				e.mu.Unlock()
@@ -251,6 +266,9 @@ func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 	}
 	if n.Task.Body != nil {
 		if err := e.runTask(ctx, n); err != nil {
+			if n.Task.Gate {
+				return refusedError{err: err, gate: n.Task.Name}
+			}
 			return err
 		}
 	}

@@ -608,3 +608,52 @@ task("early", ["lock", "update", "check"], on_failure="failed")
 		}
 	})
 }
+
+// TestGateRefusesWithoutFailureTasks: a gate task (the deploy lock) that fails refuses the run:
+// its rollbacks and exit actions run, the on_failure task does not. A failure after the gate,
+// or a gate declared without gate=True, runs it as before.
+func TestGateRefusesWithoutFailureTasks(t *testing.T) {
+	src := threeHosts + `
+def lock(host):
+    on_exit(lambda host: run("exit-action", host.name))
+    if fetch("LOCKED", "") == host.name:
+        fail("locked by someone else")
+
+def update(host):
+    if fetch("BROKEN", "") == host.name:
+        fail("broken")
+
+task("lock", lock, roles="app", gate=GATE)
+task("update", update, roles="app")
+task("failed", lambda: local("notify-failure"), local=True)
+task("deploy", ["lock", "update"], on_failure="failed")
+`
+	cases := []struct {
+		name, gate, locked, broken string
+		notified                   bool
+	}{
+		{"refused at the gate", "True", "web2", "", false},
+		{"failed after the gate", "True", "", "web2", true},
+		{"not a gate", "False", "web2", "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vars := map[string]string{"LOCKED": c.locked, "BROKEN": c.broken}
+			r := load(t, writeDeployfile(t, strings.ReplaceAll(src, "GATE", c.gate)), vars)
+			err := r.run(runtime.Filter{}, "deploy")
+			var te *runtime.TaskError
+			if !errors.As(err, &te) {
+				t.Fatalf("the run ended with %v, want a task error", err)
+			}
+			notified := r.recorder("local").Lines() == "notify-failure\n"
+			if notified != c.notified {
+				t.Errorf("on_failure task ran: %v, want %v", notified, c.notified)
+			}
+			for _, h := range []string{"web1", "web2", "web3"} {
+				if got := r.hosts[h].Lines(); !strings.Contains(got, "exit-action "+h+"\n") {
+					t.Errorf("%s ran %q, want its exit action", h, got)
+				}
+			}
+		})
+	}
+}

@@ -158,6 +158,11 @@ type Task struct {
 	// OnFailure names a task to run (once, after the rollback) when this task fails: deploy's
 	// deploy:failed.
 	OnFailure string
+	// Gate marks a task that admits the run, such as the deploy lock: when it fails (or is
+	// interrupted), the run is refused before it changed anything, and the on_failure tasks of
+	// the tasks around it (deploy:failed) do not run. Their hooks could otherwise act on what
+	// another run is doing, such as take down the maintenance page of the deploy holding the lock.
+	Gate bool
 
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool
