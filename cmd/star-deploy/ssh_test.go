@@ -31,7 +31,7 @@ import (
 
 // TestSSH runs the end-to-end scripts in testdata/ssh: the real binary against a rig of five
 // real OpenSSH hosts (host1 to host5, the Host aliases of the rig's ssh_config, on 127.0.1.1 to
-// 127.0.1.5), each with its own /var/www. It needs root and openssh-server, and runs only with
+// 127.0.1.5), each with its own /var/www and /srv/star-deploy-e2e. It needs root and openssh-server, and runs only with
 // STAR_DEPLOY_E2E=1 (see package sshrig).
 //
 // The scripts run in parallel on the same hosts, so each keeps to /var/www/SCRIPTNAME there,
@@ -45,7 +45,11 @@ func TestSSH(t *testing.T) {
 		t.Skipf("end-to-end test against OpenSSH; set %s=1 to run it (needs root and openssh-server)", sshrig.EnvVar)
 	}
 	// DEBUG1 makes sshd log the forwardings a ProxyJump asks of a jump host.
-	rig := sshrig.StartT(t, sshrig.Options{Hosts: 5, Sudo: true, ExtraConfig: "LogLevel DEBUG1"})
+	// The git repositories of the deploy scripts are per host too (see e2eRepos). Their mount
+	// point stays, empty, like /var/www: removing it would unmount it in the namespaces of any
+	// other rig using it at the time.
+	rig := sshrig.StartT(t, sshrig.Options{Hosts: 5, Sudo: true, ExtraConfig: "LogLevel DEBUG1",
+		DeployRoots: []string{"/var/www", e2eRepos}})
 	if !rig.Sudo {
 		t.Fatal("the rig has no sudo: install it (apt-get install -y sudo)")
 	}
@@ -431,17 +435,14 @@ func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
 // rigsh, waitpath, waitgrep and eq.
 
 // e2eRepos holds the git repositories the deploy scripts deploy from, one folder a script. It is
-// outside the tests' private (0700) temporary folders so that the hosts' deploy user can read
-// them: the rig's hosts share this machine's file system, /var/www excepted.
+// a deploy root of the rig, so each host has its own copy (as each would have its own clone of a
+// remote repository), and suites running at the same time on one machine do not share it.
 const e2eRepos = "/srv/star-deploy-e2e"
-
-// e2eReposMu serialises the creation and removal of e2eRepos and its folders across scripts.
-var e2eReposMu sync.Mutex
 
 var repoNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
-// repoPaths returns the working tree (private to the script) and the published bare repository
-// of the git repository NAME of the script.
+// repoPaths returns the working tree (private to the script) of the git repository NAME of the
+// script, and the path at which the hosts see its published bare repository.
 func repoPaths(ts *testscript.TestScript, name string) (work, bare string) {
 	if !repoNameRE.MatchString(name) {
 		ts.Fatalf("%q is not a repository name (lower case letters, digits, _)", name)
@@ -477,10 +478,24 @@ func commitVersion(ts *testscript.TestScript, work string, n int, msg string) {
 	gitIn(ts, work, "commit", "-q", "-m", msg)
 }
 
-// publishRepo copies the working tree's history to the bare repository, afresh, owned by the
-// rig's user (git refuses to read a repository another user owns), and sets NAME_HEAD to the
-// sha of branch main.
-func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work, bare string) {
+// hostRepoDirs returns, for each host, where on this machine's file system the script's folder
+// of e2eRepos is (what the host sees at e2eRepos/SCRIPT).
+func (h *rigCmds) hostRepoDirs(ts *testscript.TestScript) []string {
+	var dirs []string
+	for _, host := range h.rig.Hosts {
+		root, ok := host.Roots[e2eRepos]
+		if !ok {
+			ts.Fatalf("the rig has no deploy root %s", e2eRepos)
+		}
+		dirs = append(dirs, filepath.Join(root, ts.Name()))
+	}
+	return dirs
+}
+
+// publishRepo copies the working tree's history to the bare repository of every host, afresh,
+// owned by the rig's user (git refuses to read a repository another user owns), and sets
+// NAME_HEAD to the sha of branch main.
+func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work string) {
 	acct, err := user.Lookup(h.rig.Hosts[0].User)
 	ts.Check(err)
 	uid, err := strconv.Atoi(acct.Uid)
@@ -488,26 +503,25 @@ func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work, bare string
 	gid, err := strconv.Atoi(acct.Gid)
 	ts.Check(err)
 
-	e2eReposMu.Lock()
-	defer e2eReposMu.Unlock()
-	ts.Check(os.MkdirAll(filepath.Dir(bare), 0o755))
-	for _, dir := range []string{e2eRepos, filepath.Dir(bare)} {
+	for _, dir := range h.hostRepoDirs(ts) {
+		bare := filepath.Join(dir, name+".git")
+		ts.Check(os.MkdirAll(dir, 0o755))
 		ts.Check(os.Chmod(dir, 0o755))
+		ts.Check(os.RemoveAll(bare))
+		gitIn(ts, work, "clone", "-q", "--bare", "--no-local", work, bare)
+		ts.Check(filepath.WalkDir(bare, func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(path, uid, gid)
+		}))
 	}
-	ts.Check(os.RemoveAll(bare))
-	gitIn(ts, work, "clone", "-q", "--bare", "--no-local", work, bare)
-	ts.Check(filepath.WalkDir(bare, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, uid, gid)
-	}))
 	ts.Setenv(strings.ToUpper(name)+"_HEAD", gitIn(ts, work, "rev-parse", "main"))
 }
 
 // gitrepo implements `gitrepo NAME`: it creates a git repository of two commits on branch main
 // (README, VERSION, CHANGES, bin/hello, public/index.html, config/app.yml.example, log/README)
-// and publishes it, readable by the hosts' deploy user, at /srv/star-deploy-e2e/SCRIPT/NAME.git,
+// and publishes it on every host, readable by the deploy user, at /srv/star-deploy-e2e/SCRIPT/NAME.git,
 // removed when the script ends. It sets NAME_REPO (NAME in upper case) to that path and
 // NAME_HEAD to the sha of main.
 func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
@@ -517,10 +531,9 @@ func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
 	name := args[0]
 	work, bare := repoPaths(ts, name)
 	ts.Defer(func() {
-		e2eReposMu.Lock()
-		defer e2eReposMu.Unlock()
-		os.RemoveAll(filepath.Dir(bare))
-		os.Remove(e2eRepos) // once no script uses it
+		for _, dir := range h.hostRepoDirs(ts) {
+			os.RemoveAll(dir)
+		}
 	})
 	ts.Check(os.RemoveAll(work))
 	files := map[string]string{
@@ -542,7 +555,7 @@ func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
 	gitIn(ts, work, "init", "-q", "-b", "main")
 	commitVersion(ts, work, 1, "first")
 	commitVersion(ts, work, 2, "second")
-	h.publishRepo(ts, name, work, bare)
+	h.publishRepo(ts, name, work)
 	ts.Setenv(strings.ToUpper(name)+"_REPO", bare)
 }
 
@@ -552,7 +565,7 @@ func (h *rigCmds) gitcommit(ts *testscript.TestScript, neg bool, args []string) 
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: gitcommit NAME MSG")
 	}
-	work, bare := repoPaths(ts, args[0])
+	work, _ := repoPaths(ts, args[0])
 	b, err := os.ReadFile(filepath.Join(work, "VERSION"))
 	if err != nil {
 		ts.Fatalf("gitcommit: no repository %s (make it with gitrepo): %v", args[0], err)
@@ -560,7 +573,7 @@ func (h *rigCmds) gitcommit(ts *testscript.TestScript, neg bool, args []string) 
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	ts.Check(err)
 	commitVersion(ts, work, n+1, args[1])
-	h.publishRepo(ts, args[0], work, bare)
+	h.publishRepo(ts, args[0], work)
 }
 
 // cmdNextSecond implements `nextsecond [ID]`: it waits until the wall clock shows a later second
