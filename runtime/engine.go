@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,11 +41,14 @@ type Engine struct {
 	rollbacks actions // undone, newest first, when the run fails
 	exits     actions // run, newest first, when the run ends, whatever the outcome
 	onFailure []string
-	results   map[string]map[string]any
+	// failurePath is set while the on_failure tasks run: best effort, every host and every hook.
+	failurePath bool
+	results     map[string]map[string]any
 }
 
 type conn struct {
-	once sync.Once
+	mu   sync.Mutex
+	done bool // connected, or failed for a reason of the host's own
 	t    transport.Transport
 	err  error
 }
@@ -230,8 +234,16 @@ func failedHosts(err error) []string {
 	return out
 }
 
-// Invoke runs the named task with its hooks, as from a local task's invoke().
+// invokeKey is the context key of the chain of tasks being invoked (invoke() inside invoke()).
+type invokeKey struct{}
+
+// Invoke runs the named task with its hooks, as from a local task's invoke(). A task that
+// invokes itself, directly or through others, is an error naming the chain.
 func (e *Engine) Invoke(ctx context.Context, name string) error {
+	chain, _ := ctx.Value(invokeKey{}).([]string)
+	if slices.Contains(chain, name) {
+		return fmt.Errorf("invoke cycle: %s -> %s", strings.Join(chain, " -> "), name)
+	}
 	tree, err := e.Config.Plan(name)
 	if err != nil {
 		return err
@@ -245,6 +257,9 @@ func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
 		return err
 	}
+	// The tasks running, outermost first, for Invoke to find cycles in.
+	chain, _ := ctx.Value(invokeKey{}).([]string)
+	ctx = context.WithValue(ctx, invokeKey{}, append(slices.Clip(chain), n.Task.Name))
 	if n.Task.OnFailure != "" {
 		defer func() {
 			var refused refusedError
@@ -259,30 +274,58 @@ func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 			}
 		}()
 	}
+	// On the failure path (on_failure tasks) every part runs, whatever failed before it: a
+	// notification hook must not be skipped because another one failed. Elsewhere the first
+	// failure ends n.
+	bestEffort := e.onFailurePath()
+	var errs []error
+	step := func(err error) bool {
+		if err == nil {
+			return true
+		}
+		errs = append(errs, err)
+		return bestEffort && ctx.Err() == nil
+	}
 	for _, c := range n.Before {
-		if err := e.exec(ctx, c); err != nil {
-			return err
+		if !step(e.exec(ctx, c)) {
+			return joinErrors(errs)
 		}
 	}
 	if n.Task.Body != nil {
-		if err := e.runTask(ctx, n); err != nil {
-			if n.Task.Gate {
-				return refusedError{err: err, gate: n.Task.Name}
-			}
-			return err
+		err := e.runTask(ctx, n)
+		if err != nil && n.Task.Gate {
+			err = refusedError{err: err, gate: n.Task.Name}
+		}
+		if !step(err) {
+			return joinErrors(errs)
 		}
 	}
 	for _, c := range n.Steps {
-		if err := e.exec(ctx, c); err != nil {
-			return err
+		if !step(e.exec(ctx, c)) {
+			return joinErrors(errs)
 		}
 	}
 	for _, c := range n.After {
-		if err := e.exec(ctx, c); err != nil {
-			return err
+		if !step(e.exec(ctx, c)) {
+			return joinErrors(errs)
 		}
 	}
-	return nil
+	return joinErrors(errs)
+}
+
+// joinErrors is nil, the one error, or all of them joined.
+func joinErrors(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// onFailurePath reports whether the engine is running the on_failure tasks of a failed run.
+func (e *Engine) onFailurePath() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failurePath
 }
 
 // runTask runs n's body as a barrier across its hosts, batch after batch.
@@ -362,7 +405,7 @@ func (e *Engine) runTask(ctx context.Context, n *Node) error {
 }
 
 // runBatch runs t on hosts in parallel (at most t.Limit at once) and returns the failures in host
-// order. The first failure cancels the hosts still running.
+// order. The first failure cancels the hosts still running, except on the failure path.
 func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostError {
 	bctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -393,7 +436,9 @@ func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostEr
 			err := e.runOn(bctx, t, h)
 			if err != nil {
 				errs[i] = err
-				cancel(errPeerFailed)
+				if !e.onFailurePath() {
+					cancel(errPeerFailed) // on the failure path every host does what it can
+				}
 				return
 			}
 			e.emit(output.Event{Kind: output.HostDone, Task: t.Name, Host: h.Name, Duration: e.now().Sub(start)})
@@ -453,17 +498,26 @@ func (e *Engine) transport(ctx context.Context, h *Host) (transport.Transport, e
 		e.conns[h] = c
 	}
 	e.mu.Unlock()
-	c.once.Do(func() {
-		if h.Local && e.Connect == nil {
-			c.t = e.local()
-			return
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.done {
+		var t transport.Transport
+		var err error
+		switch {
+		case h.Local && e.Connect == nil:
+			t = e.local()
+		case e.Connect == nil:
+			err = errors.New("no transport configured")
+		default:
+			t, err = e.Connect(ctx, h)
 		}
-		if e.Connect == nil {
-			c.err = errors.New("no transport configured")
-			return
+		if err != nil && ctx.Err() != nil {
+			// Cut short by this task's cancellation (another host failed, Ctrl-C): not the
+			// host's fault, so a later task (the failure path's) connects afresh.
+			return nil, fmt.Errorf("connect: %w", err)
 		}
-		c.t, c.err = e.Connect(ctx, h)
-	})
+		c.t, c.err, c.done = t, err, true
+	}
 	if c.err != nil {
 		return nil, fmt.Errorf("connect: %w", c.err)
 	}
@@ -545,6 +599,14 @@ func (e *Engine) runFailureTasks() {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	e.mu.Lock()
+	e.failurePath = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.failurePath = false
+		e.mu.Unlock()
+	}()
 	seen := map[string]bool{}
 	for _, name := range names {
 		if seen[name] {

@@ -59,6 +59,8 @@ type rig struct {
 	sess    *starlib.Session
 	clock   *fakeClock
 	respond func(host, line string) transport.Response
+	// connect, when set, opens each host's transport instead of handing out its recorder.
+	connect func(ctx context.Context, h *runtime.Host) (transport.Transport, error)
 
 	mu     sync.Mutex
 	hosts  map[string]*transport.Recording
@@ -102,6 +104,9 @@ func (r *rig) run(filter runtime.Filter, tasks ...string) error {
 		Config: r.sess.Config,
 		Filter: filter,
 		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			if r.connect != nil {
+				return r.connect(ctx, h)
+			}
 			return r.recorder(h.Name), nil
 		},
 		Local: r.recorder("local"),
@@ -473,6 +478,9 @@ task("later", lambda host: run("later"), roles="app")
 	eng := &runtime.Engine{
 		Config: r.sess.Config,
 		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+			if r.connect != nil {
+				return r.connect(ctx, h)
+			}
 			return r.recorder(h.Name), nil
 		},
 		Sink: output.SinkFunc(func(e output.Event) {
@@ -654,5 +662,94 @@ task("deploy", ["lock", "update"], on_failure="failed")
 				t.Errorf("web1 ran %q, want its exit action", got)
 			}
 		})
+	}
+}
+
+// TestFailurePathIsBestEffort: the on_failure task runs on every host and every one of its hooks
+// runs, even when it fails on one host; and a host whose connection was cut short by the failure
+// that ended the run connects afresh for it.
+func TestFailurePathIsBestEffort(t *testing.T) {
+	src := threeHosts + `
+task("work", lambda host: run("work", host.name), roles="app")
+task("failed", lambda host: run("notify", host.name), roles="app")
+after("failed", lambda host: run("tidy", host.name))
+task("deploy", ["work"], on_failure="failed")
+`
+	r := load(t, writeDeployfile(t, src), nil)
+	// web3's first connection attempt lasts until the run's failure cancels it; web1 fails
+	// once that attempt has begun.
+	connecting := make(chan struct{})
+	r.respond = func(host, line string) transport.Response {
+		if line == "work web1" {
+			<-connecting
+			return transport.Response{Code: 1}
+		}
+		if line == "notify web2" {
+			return transport.Response{Code: 1}
+		}
+		return transport.Response{}
+	}
+	var mu sync.Mutex
+	attempts := 0
+	r.connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+		if h.Name == "web3" {
+			mu.Lock()
+			attempts++
+			first := attempts == 1
+			mu.Unlock()
+			if first {
+				close(connecting)
+				<-ctx.Done()
+				return nil, context.Cause(ctx)
+			}
+		}
+		return r.recorder(h.Name), nil
+	}
+	if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+		t.Fatal("the run succeeded")
+	}
+	for _, h := range []string{"web1", "web2", "web3"} {
+		got := r.recorder(h).Lines()
+		if !strings.Contains(got, "notify "+h+"\n") || !strings.HasSuffix(got, "tidy "+h+"\n") {
+			t.Errorf("%s ran %q, want notify and then tidy", h, got)
+		}
+	}
+	if attempts != 2 {
+		t.Errorf("web3 was connected %d times, want 2 (the cancelled attempt is not kept)", attempts)
+	}
+}
+
+// TestHookOfUnfilteredTask: a function hook of an unfiltered task (the deploy lock) runs on that
+// task's hosts however -z narrows the run.
+func TestHookOfUnfilteredTask(t *testing.T) {
+	src := threeHosts + `
+task("lock", lambda host: run("lock", host.name), hosts=["web1"], unfiltered=True)
+after("lock", lambda host: run("after-lock", host.name))
+task("work", lambda host: run("work", host.name), roles="app")
+task("deploy", ["lock", "work"])
+`
+	r := load(t, writeDeployfile(t, src), nil)
+	if err := r.run(runtime.Filter{Hosts: []string{"web2"}}, "deploy"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.recorder("web1").Lines(); got != "lock web1\nafter-lock web1\n" {
+		t.Errorf("web1 ran %q", got)
+	}
+	if got := r.recorder("web2").Lines(); got != "work web2\n" {
+		t.Errorf("web2 ran %q", got)
+	}
+}
+
+// TestInvokeCycle: a task that invokes itself through another fails with the chain, instead of
+// recursing until the process dies.
+func TestInvokeCycle(t *testing.T) {
+	src := `
+task("a", lambda: invoke("b"), local=True)
+task("b", lambda: invoke("a"), local=True)
+`
+	r := load(t, writeDeployfile(t, src), nil)
+	err := r.run(runtime.Filter{}, "a")
+	if err == nil || !strings.Contains(err.Error(), "invoke cycle: a -> b -> a") {
+		t.Fatalf("the run ended with %v, want an invoke cycle a -> b -> a", err)
 	}
 }

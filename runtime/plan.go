@@ -94,6 +94,7 @@ func inherit(h, hooked *Task) *Task {
 	cp.Once, cp.Local, cp.Release = hooked.Once, hooked.Local, hooked.Release
 	cp.Limit, cp.Batch, cp.Wait = hooked.Limit, hooked.Batch, hooked.Wait
 	cp.ForwardAgent = cp.ForwardAgent || hooked.ForwardAgent
+	cp.Unfiltered = hooked.Unfiltered // on the hooked task's hosts, however -r/-z narrow the run
 	if cp.Timeout == 0 {
 		cp.Timeout = hooked.Timeout
 	}
