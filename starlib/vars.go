@@ -2,11 +2,14 @@ package starlib
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
 	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
 
 	"github.com/star-deploy/star-deploy/runtime"
 	"github.com/star-deploy/star-deploy/runtime/output"
@@ -89,13 +92,60 @@ func (v *Vars) Set(name string, val starlark.Value, secret bool, pos runtime.Pos
 }
 
 func (v *Vars) redact(val starlark.Value) {
-	if v.redactor == nil {
+	if v.redactor == nil || val == nil {
 		return
 	}
-	if s, ok := val.(starlark.String); ok {
-		addSecret(v.redactor, string(s))
-	} else if val != nil {
+	if _, ok := val.(starlark.String); !ok {
+		// The value as str() and print() show it: a dict, list or number as a whole.
 		addSecret(v.redactor, val.String())
+	}
+	redactLeaves(v.redactor, val, 0)
+}
+
+// maxSecretDepth bounds how deep redactLeaves looks into nested values (a list may even contain
+// itself).
+const maxSecretDepth = 32
+
+// redactLeaves teaches r the leaves of a secret value: a string, and every string inside a list,
+// tuple, set, dict (its values, not its keys: those name the parts, like "password") or struct,
+// however deeply nested, so that fetch("db")["password"] is as secret as fetch("db"). Strings and
+// numbers nested in a secret are secret when their text is long enough not to blank out ordinary
+// output (minSecretLine: a "user": "app" part must not hide every "app" of a path); a secret that
+// is a string or number itself is redacted whatever its length.
+func redactLeaves(r *output.Redactor, val starlark.Value, depth int) {
+	if depth > maxSecretDepth {
+		return
+	}
+	switch x := val.(type) {
+	case starlark.String:
+		if depth == 0 || len(x) >= minSecretLine {
+			addSecret(r, string(x))
+		}
+	case starlark.Bytes:
+		if depth == 0 || len(x) >= minSecretLine {
+			addSecret(r, string(x))
+		}
+	case starlark.Int, starlark.Float:
+		if s := x.String(); depth == 0 || len(s) >= minSecretLine {
+			addSecret(r, s)
+		}
+	case *starlark.Dict:
+		for _, item := range x.Items() {
+			redactLeaves(r, item[1], depth+1)
+		}
+	case *starlarkstruct.Struct:
+		for _, name := range x.AttrNames() {
+			if f, err := x.Attr(name); err == nil && f != nil {
+				redactLeaves(r, f, depth+1)
+			}
+		}
+	case starlark.Iterable: // list, tuple, set
+		iter := x.Iterate()
+		defer iter.Done()
+		var elem starlark.Value
+		for iter.Next(&elem) {
+			redactLeaves(r, elem, depth+1)
+		}
 	}
 }
 
@@ -103,22 +153,39 @@ func (v *Vars) redact(val starlark.Value) {
 // lines would blank out ordinary output.
 const minSecretLine = 4
 
-// addSecret teaches r every form in which secret can reach output: as it is, as it looks inside a
-// shell-quoted argument (printed commands quote arguments), and line by line (output is printed a line at a time, so a
-// multi-line secret such as a private key shows up in pieces).
+// addSecret teaches r every form in which secret can reach output: as it is; as it looks inside
+// a shell-quoted argument, at every depth of quoting the shell package produces (printed
+// commands quote arguments, and sudo quotes the whole line once more); as it looks inside a
+// quoted string in an error or a printed value (Starlark's repr, Go's %q); and line by line
+// (output is printed a line at a time, so a multi-line secret such as a private key shows up in
+// pieces).
 func addSecret(r *output.Redactor, secret string) {
 	if r == nil || secret == "" {
 		return
 	}
-	r.Add(secret)
-	r.Add(shell.Escaped(secret))
+	addForms(r, secret)
 	if strings.Contains(secret, "\n") {
 		for _, line := range strings.Split(secret, "\n") {
 			line = strings.TrimRight(line, "\r")
 			if len(strings.TrimSpace(line)) >= minSecretLine {
-				r.Add(line)
-				r.Add(shell.Escaped(line))
+				addForms(r, line)
 			}
+		}
+	}
+}
+
+// addForms registers s, its shell-quoted forms, and the inside of its quoted forms.
+func addForms(r *output.Redactor, s string) {
+	quoted := []string{s}
+	if q := starlark.String(s).String(); len(q) >= 2 && q[1:len(q)-1] != s {
+		quoted = append(quoted, q[1:len(q)-1])
+	}
+	if q := strconv.Quote(s); q[1:len(q)-1] != s && !slices.Contains(quoted, q[1:len(q)-1]) {
+		quoted = append(quoted, q[1:len(q)-1])
+	}
+	for _, q := range quoted {
+		for _, f := range shell.Forms(q) {
+			r.Add(f)
 		}
 	}
 }

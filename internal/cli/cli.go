@@ -114,16 +114,24 @@ func Main(args []string, stdio IO) int {
 	if len(opts.Words) > 0 && opts.Words[0] == "help" {
 		return help(opts.Words[1:], stdio)
 	}
-	err = run(opts, stdio)
-	var rep *reportedError
-	if err != nil && !errors.As(err, &rep) {
-		fmt.Fprintf(stdio.Stderr, "star-deploy: %v\n", err)
+	// The redactor learns the Deployfile's secrets as it loads; every error printed from here on
+	// goes through it, as the run's events do.
+	redactor := &output.Redactor{}
+	err = run(opts, stdio, redactor)
+	if err != nil && !isReported(err) {
+		fmt.Fprintf(stdio.Stderr, "star-deploy: %s\n", redactor.Redact(err.Error()))
 	}
 	return exitCode(err)
 }
 
+// isReported reports whether err is one the run's output has already shown.
+func isReported(err error) bool {
+	var rep *reportedError
+	return errors.As(err, &rep)
+}
+
 // reportedError is an error the run's output has already shown (in its closing summary), so
-// Main does not print it again.
+// Main does not print it again: the error of a run that started.
 type reportedError struct{ err error }
 
 func (e *reportedError) Error() string { return e.err.Error() }
@@ -257,7 +265,10 @@ func findDeployfile(flag string) (string, error) {
 	return "", &runtime.UsageError{Msg: "no Deployfile.star in this folder or any above it; create one, or name it with -f"}
 }
 
-func run(o *Options, stdio IO) error {
+// run runs the invocation o. Secrets the Deployfile declares are taught to redactor, which hides
+// them in every event; the caller redacts the returned error with it too. An error that the run's
+// output has not shown (see reportedError) is also written to the log file.
+func run(o *Options, stdio IO, redactor *output.Redactor) (err error) {
 	if o.Force {
 		return &runtime.UsageError{Msg: "--force is a flag of star-deploy init only"}
 	}
@@ -280,7 +291,6 @@ func run(o *Options, stdio IO) error {
 			return &runtime.UsageError{Msg: "--format: " + err.Error()}
 		}
 	}
-	redactor := &output.Redactor{}
 	sinks := []output.Sink{output.NewPrinter(stdio.Stdout, output.Options{Format: format, Color: stdio.Color && format == output.Pretty, Verbosity: verbosity})}
 	logPath := o.Log
 	if logPath == "" {
@@ -289,11 +299,19 @@ func run(o *Options, stdio IO) error {
 		}
 	}
 	if logPath != "" {
-		logSink, closer, err := output.OpenLog(logPath)
-		if err != nil {
-			return &runtime.UsageError{Msg: "--log: " + err.Error()}
+		logSink, closer, openErr := output.OpenLog(logPath)
+		if openErr != nil {
+			return &runtime.UsageError{Msg: "--log: " + openErr.Error()}
 		}
 		defer closer.Close()
+		defer func() {
+			// What Main prints on stderr goes to the log too (a Deployfile error, a bad word on the
+			// command line), redacted like everything else in it. Deferred after the Close above,
+			// so it runs before it.
+			if err != nil && !isReported(err) {
+				output.Redacting(redactor, logSink).Emit(output.Event{Kind: output.Error, Text: err.Error()})
+			}
+		}()
 		sinks = append(sinks, logSink)
 	}
 	var plan *planRecorder
@@ -341,14 +359,18 @@ func run(o *Options, stdio IO) error {
 		if len(words) > 0 {
 			pattern = words[0]
 		}
-		listTasks(stdio.Stdout, cfg, pattern, o.All)
+		var b strings.Builder
+		listTasks(&b, cfg, pattern, o.All)
+		io.WriteString(stdio.Stdout, redactor.Redact(b.String()))
 		return nil
 	case o.Prereqs != "":
 		tree, err := cfg.Plan(o.Prereqs)
 		if err != nil {
 			return err
 		}
-		tree.Print(stdio.Stdout)
+		var b strings.Builder
+		tree.Print(&b)
+		io.WriteString(stdio.Stdout, redactor.Redact(b.String()))
 		return nil
 	}
 	if len(words) == 0 {
@@ -542,9 +564,14 @@ func (p *planRecorder) print(w io.Writer) {
 	}
 }
 
-// exitCode maps an outcome to star-deploy's exit status.
+// exitCode maps an outcome to star-deploy's exit status: 130 when interrupted; 1 when a task
+// failed during the run (a TaskError anywhere in the chain), even if what failed underneath is a
+// usage or configuration error; 2 for a mistake in the flags, words or Deployfile found while
+// loading or planning (and a task's own declaration found faulty when the run reaches it, such as
+// a bad hosts= pattern); 1 for anything else.
 func exitCode(err error) int {
 	var (
+		te *runtime.TaskError
 		le *starlib.LoadError
 		ce *runtime.ConfigError
 		ue *runtime.UsageError
@@ -555,6 +582,11 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.Is(err, errInterrupted):
 		return ExitInterrupted
+	case errors.As(err, &te):
+		// A task failed during the run, whatever the reason: a mistake its body made at run time
+		// (invoke() of an unknown task, say) is a failure of the run, not of the command line,
+		// however the error underneath is classified.
+		return ExitFailed
 	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &de):
 		return ExitUsage
 	}

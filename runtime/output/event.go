@@ -24,6 +24,7 @@ const (
 	TaskEnd   Kind = "task_end"   // Task, Duration, Failed: hosts that failed it
 	Rollback  Kind = "rollback"   // Host, Text: a rollback action starts on that host
 	RunEnd    Kind = "run_end"    // Duration, Hosts, Failed, Text: the error when the run failed
+	Error     Kind = "error"      // Text: an error that stopped star-deploy outside a run (a Deployfile error, a bad flag)
 )
 
 // Event is one thing that happened in a run. Fields that do not apply to a kind are empty.

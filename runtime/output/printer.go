@@ -73,9 +73,10 @@ const maxListed = 6
 //	web1 FAILED deploy:updating: text        host_error
 //	-- deploy:updating 1.2s failed on web2   task_end ("failed on" only when some host failed)
 //	FAILED: 3 hosts, 1 failed (web2), 4.1s   run_end ("OK: 3 hosts, 0 failed, 4.1s"; "STOPPED: ..." when interrupted), then "error: text"
+//	error: text                              error
 //
 // Text of several lines gets the line's prefix on each of them. Quiet keeps only stderr, warn,
-// host_error, rollback and run_end; only Verbose shows debug and host_done.
+// host_error, rollback, run_end and error; only Verbose shows debug and host_done.
 //
 // A Printer keeps a little state across the events of a run, reset by each RunStart: the widest
 // host name (to align the host column of Pretty), the number of tasks started (the progress
@@ -165,7 +166,7 @@ func (p *Printer) visible(k Kind) bool {
 	switch k {
 	case Debug, HostDone:
 		return v >= Verbose
-	case Stderr, Warn, HostError, Rollback, RunEnd:
+	case Stderr, Warn, HostError, Rollback, RunEnd, Error:
 		return true
 	default:
 		return v >= Normal
@@ -374,6 +375,8 @@ func (p *Printer) pretty(e Event) {
 		p.lines(col+p.paint(yellow, "rollback:")+" ", "", e.Text)
 	case RunEnd:
 		p.prettySummary(e)
+	case Error:
+		p.lines(p.paint(red, "error:")+" ", "", e.Text)
 	default:
 		p.lines(col+string(e.Kind)+": ", "", e.Text)
 	}

@@ -493,3 +493,23 @@ func TestZeroOptionsArePlain(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorKind: an error that stopped star-deploy outside a run prints as "error: text", at
+// every verbosity, and with the time stamp in the log file.
+func TestErrorKind(t *testing.T) {
+	e := Event{Kind: Error, Text: "Deployfile.star:2:8: int: bad\n  more"}
+	want := "error: Deployfile.star:2:8: int: bad\nerror:   more\n"
+	for _, f := range []Format{Plain, Pretty} {
+		if got := render(Options{Format: f, Verbosity: Quiet}, e); got != want {
+			t.Errorf("%s, quiet: got %q, want %q", f, got, want)
+		}
+	}
+	var b bytes.Buffer
+	p := NewPrinter(&b, Options{Format: Plain, Verbosity: Verbose})
+	p.stamp = true
+	e.Time = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	p.Emit(e)
+	if got := b.String(); !strings.HasPrefix(got, "2026-05-01T12:00:00.000Z error: Deployfile.star:2:8: int: bad\n") {
+		t.Errorf("log: got %q", got)
+	}
+}

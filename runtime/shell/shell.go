@@ -23,6 +23,28 @@ func Escaped(s string) string {
 	return strings.ReplaceAll(s, "'", `'"'"'`)
 }
 
+// MaxDepth is the deepest quoting Build puts a piece of a command under: an argument is quoted
+// once by Join, and the whole line is quoted once more when sudo or user= runs it through sh -c.
+const MaxDepth = 2
+
+// Forms returns every form s can take in a line this package builds: s itself, then s escaped
+// once per level of quoting, down to MaxDepth (an argument of a command run with sudo is
+// quoted twice, so a single quote in it becomes '"'"'"'"'"'"'"'"'). Forms that equal an
+// earlier one are left out: a string without a single quote has only itself. Redaction
+// registers every form, so a secret is hidden however deeply a command line nests it.
+func Forms(s string) []string {
+	forms := []string{s}
+	for e := s; len(forms) <= MaxDepth; {
+		next := Escaped(e)
+		if next == e {
+			break
+		}
+		forms = append(forms, next)
+		e = next
+	}
+	return forms
+}
+
 // Join quotes each argument and joins them with spaces.
 func Join(argv []string) string {
 	q := make([]string, len(argv))

@@ -73,3 +73,37 @@ func TestEscapedIsInsideQuote(t *testing.T) {
 		}
 	}
 }
+
+// TestFormsCoverBuild checks that wherever Build puts a string (an argument, an environment
+// value, a raw line, under sudo or not), one of its Forms appears in the line: redaction, which
+// knows only the Forms, then finds it.
+func TestFormsCoverBuild(t *testing.T) {
+	for _, secret := range []string{"plain-s3cret", "it's-s3cret", "'quoted'", "a b'c\"d$e", "''"} {
+		forms := Forms(secret)
+		specs := map[string]Spec{
+			"argv":      {Argv: []string{"echo", secret}},
+			"env":       {Argv: []string{"env"}, Env: map[string]string{"PW": secret}},
+			"line":      {Line: "echo " + Quote(secret)},
+			"sudo argv": {Argv: []string{"echo", secret}, Sudo: true},
+			"user argv": {Argv: []string{"echo", "x=" + secret}, User: "app", Dir: "/srv/a b"},
+			"sudo env":  {Line: "env", Env: map[string]string{"PW": secret}, Sudo: true},
+			"sudo line": {Line: "echo " + Quote(secret) + " | cat", User: "app"},
+		}
+		for name, spec := range specs {
+			line := spec.Build()
+			found := false
+			for _, f := range forms {
+				found = found || strings.Contains(line, f)
+			}
+			if !found {
+				t.Errorf("%s: Build() = %s shows %q in none of its forms %q", name, line, secret, forms)
+			}
+		}
+	}
+	if got := Forms("plain"); len(got) != 1 || got[0] != "plain" {
+		t.Errorf(`Forms("plain") = %q, want just "plain"`, got)
+	}
+	if got, want := Forms("it's"), []string{"it's", `it'"'"'s`, `it'"'"'"'"'"'"'"'"'s`}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf(`Forms("it's") = %q, want %q`, got, want)
+	}
+}
