@@ -41,6 +41,8 @@ type Engine struct {
 	rollbacks actions // undone, newest first, when the run fails
 	exits     actions // run, newest first, when the run ends, whatever the outcome
 	onFailure []string
+	// step counts the task runs; rollback and exit actions are undone a task run at a time.
+	step int
 	// failurePath is set while the on_failure tasks run: best effort, every host and every hook.
 	failurePath bool
 	results     map[string]map[string]any
@@ -63,16 +65,17 @@ type actions struct {
 type action struct {
 	task *Task
 	fn   Body
+	step int // the task run that registered it (Engine.step)
 }
 
-func (a *actions) add(h *Host, t *Task, fn Body) {
+func (a *actions) add(h *Host, t *Task, fn Body, step int) {
 	if a.byHost == nil {
 		a.byHost = map[*Host][]action{}
 	}
 	if _, ok := a.byHost[h]; !ok {
 		a.order = append(a.order, h)
 	}
-	a.byHost[h] = append(a.byHost[h], action{task: t, fn: fn})
+	a.byHost[h] = append(a.byHost[h], action{task: t, fn: fn, step: step})
 }
 
 // HostError is a task that failed on one host.
@@ -331,6 +334,9 @@ func (e *Engine) onFailurePath() bool {
 // runTask runs n's body as a barrier across its hosts, batch after batch.
 func (e *Engine) runTask(ctx context.Context, n *Node) error {
 	t := n.Task
+	e.mu.Lock()
+	e.step++ // actions registered from here on belong to this task run
+	e.mu.Unlock()
 	label := ""
 	if n.Via != "" {
 		label = n.Via
@@ -548,12 +554,16 @@ func (e *Engine) closeAll() {
 func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	list.add(h, t, fn)
+	list.add(h, t, fn, e.step)
 }
 
-// runActions runs every host's actions of list, newest first, hosts in parallel, and empties it.
-// A failing action is reported and the next one still runs. They run under e.Hard, not the run's
-// context: an interrupted run still rolls back and releases what it holds.
+// runActions runs the actions of list, newest first, and empties it. They run a task run at a
+// time, the latest first, as a barrier across hosts: every host undoes what the latest task
+// registered before any host undoes what an earlier one did (the switch of current back on every
+// host before the new release is removed anywhere; the maintenance page taken down last). Within
+// a task run the hosts run in parallel, each newest first. A failing action is reported and the
+// next one still runs. They run under e.Hard, not the run's context: an interrupted run still
+// rolls back and releases what it holds.
 func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed string) {
 	e.mu.Lock()
 	taken := *list
@@ -563,29 +573,47 @@ func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed strin
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	var wg sync.WaitGroup
+	var steps []int
 	for _, h := range taken.order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			list := taken.byHost[h]
-			for i := len(list) - 1; i >= 0; i-- {
-				a := list[i]
-				e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
-				tr, err := e.transport(ctx, h)
-				if err == nil {
-					x := e.newExec(a.task, h, tr)
-					x.rollingBack = true
-					err = a.fn(ctx, x)
-					x.flush()
-				}
-				if err != nil {
-					e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
-				}
+		for _, a := range taken.byHost[h] {
+			if !slices.Contains(steps, a.step) {
+				steps = append(steps, a.step)
 			}
-		}()
+		}
 	}
-	wg.Wait()
+	slices.Sort(steps)
+	slices.Reverse(steps)
+	for _, step := range steps {
+		var wg sync.WaitGroup
+		for _, h := range taken.order {
+			list := taken.byHost[h]
+			if !slices.ContainsFunc(list, func(a action) bool { return a.step == step }) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := len(list) - 1; i >= 0; i-- {
+					a := list[i]
+					if a.step != step {
+						continue
+					}
+					e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
+					tr, err := e.transport(ctx, h)
+					if err == nil {
+						x := e.newExec(a.task, h, tr)
+						x.rollingBack = true
+						err = a.fn(ctx, x)
+						x.flush()
+					}
+					if err != nil {
+						e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
 }
 
 // runFailureTasks runs the on_failure tasks of the tasks that failed (deploy:failed), once each,

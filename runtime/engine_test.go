@@ -753,3 +753,61 @@ task("b", lambda: invoke("a"), local=True)
 		t.Fatalf("the run ended with %v, want an invoke cycle a -> b -> a", err)
 	}
 }
+
+// TestRollbackATaskAtATime: rollback actions are undone a task run at a time, latest first,
+// across hosts: what app1 registered in a later task is undone before what web1 registered in an
+// earlier one (the site comes back up after the code is back, as in seed 003).
+func TestRollbackATaskAtATime(t *testing.T) {
+	src := `
+server("web1", roles=["web"])
+server("app1", roles=["app"])
+server("app2", roles=["app"])
+
+def disable(host):
+    run("disable", host.name)
+    on_rollback(lambda host: run("enable", host.name))
+
+def update(host):
+    on_rollback(lambda host: run("revert-1", host.name))
+    on_rollback(lambda host: run("revert-2", host.name))
+
+task("web:disable", disable, roles="web")
+task("update", update, roles="app")
+task("check", lambda host: run("check", host.name), roles="app")
+task("deploy", ["web:disable", "update", "check"])
+`
+	r := load(t, writeDeployfile(t, src), nil)
+	r.respond = func(host, line string) transport.Response {
+		if line == "check app2" {
+			return transport.Response{Code: 1}
+		}
+		return transport.Response{}
+	}
+	if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+		t.Fatal("the run succeeded")
+	}
+	var enable transport.Recorded
+	for _, c := range r.recorder("web1").Commands() {
+		if c.Line == "enable web1" {
+			enable = c
+		}
+	}
+	if enable.Line == "" {
+		t.Fatalf("web1 ran %q, want enable web1", r.recorder("web1").Lines())
+	}
+	for _, h := range []string{"app1", "app2"} {
+		cmds := r.recorder(h).Commands()
+		var reverts []transport.Recorded
+		for _, c := range cmds {
+			if strings.HasPrefix(c.Line, "revert-") {
+				reverts = append(reverts, c)
+			}
+		}
+		if len(reverts) != 2 || reverts[0].Line != "revert-2 "+h || reverts[1].Line != "revert-1 "+h {
+			t.Fatalf("%s ran %q, want revert-2 then revert-1", h, r.recorder(h).Lines())
+		}
+		if !reverts[1].End.Before(enable.Start) {
+			t.Errorf("%s's %q ended at %v, not before web1's enable started at %v", h, reverts[1].Line, reverts[1].End, enable.Start)
+		}
+	}
+}
