@@ -224,7 +224,7 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.StringSliceVarP(&o.Identities, "identity", "i", nil, "also offer the private keys in these `FILES` (after the agent's)")
 	fs.BoolVar(&o.AcceptNew, "accept-new-host-keys", false, "trust and record the keys of hosts not yet in known_hosts (a changed key still stops the host)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "give up connecting to a host after this long (default 10s)")
-	fs.DurationVar(&o.CommandTimeout, "command-timeout", 0, "end any remote command still running after this long, unless its task or run() sets a timeout (default: no limit)")
+	fs.DurationVar(&o.CommandTimeout, "command-timeout", time.Hour, "end any remote command still running after this long, unless its task or run() sets a timeout; 0 for no limit")
 	fs.IntVar(&o.MaxConnecting, "max-connecting", 0, "at most this many connection attempts at once, across hosts (default 32)")
 	fs.StringVar(&o.LockWait, "lock-wait", "", "when the deploy lock is held, wait up to `DURATION` for it (sets lock_wait)")
 	fs.BoolVar(&o.Force, "force", false, "with init: overwrite the files it writes if they exist")

@@ -43,6 +43,27 @@ func TestParseWordsAndSettings(t *testing.T) {
 	}
 }
 
+// TestCommandTimeoutDefault: every remote command has a deadline unless the user lifts it (SPEC
+// §5): an hour by default, none with --command-timeout 0.
+func TestCommandTimeoutDefault(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{[]string{"deploy"}, time.Hour},
+		{[]string{"--command-timeout", "0", "deploy"}, 0},
+		{[]string{"--command-timeout", "90s", "deploy"}, 90 * time.Second},
+	} {
+		o, _, err := parse(tt.args)
+		if err != nil {
+			t.Fatalf("parse(%q): %v", tt.args, err)
+		}
+		if o.CommandTimeout != tt.want {
+			t.Errorf("parse(%q): command timeout %v, want %v", tt.args, o.CommandTimeout, tt.want)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for _, args := range [][]string{{"-v", "-q", "x"}, {"--nope"}, {"-P"}} {
 		if _, _, err := parse(args); err == nil {
