@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/user"
@@ -146,11 +147,21 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Client, error) {
 	return newClient(d, ep, conn, via), nil
 }
 
-// connect makes one SSH connection to ep: directly, or through the connection via.
+// connect makes one SSH connection to ep: directly, or through the connection via. The connect
+// timeout bounds all of it, the agent's part included.
 func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*ssh.Client, error) {
-	a := d.authFor(ep)
-	defer a.close()
 	addr := ep.addr()
+	cctx, cancel := context.WithTimeoutCause(ctx, ep.connectTimeout,
+		fmt.Errorf("%w: %s: no answer within %s", ErrUnreachable, addr, ep.connectTimeout))
+	defer cancel()
+	a := d.authFor(cctx, ep)
+	defer a.close()
+	if ctx.Err() != nil {
+		return nil, ctxError(ctx)
+	}
+	if err := a.agent.failure(ep); err != nil {
+		return nil, err
+	}
 	if len(a.signers) == 0 {
 		return nil, &authError{user: ep.user, addr: addr, notes: a.notes}
 	}
@@ -165,14 +176,11 @@ func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*s
 		HostKeyAlgorithms: algos,
 	}
 
-	cctx, cancel := context.WithTimeoutCause(ctx, ep.connectTimeout,
-		fmt.Errorf("%w: %s: no answer within %s", ErrUnreachable, addr, ep.connectTimeout))
-	defer cancel()
 	var conn net.Conn
 	if via == nil {
 		conn, err = (&net.Dialer{}).DialContext(cctx, "tcp", addr)
-	} else {
-		conn, err = via.DialContext(cctx, "tcp", addr)
+	} else if conn, err = via.DialContext(cctx, "tcp", addr); err == nil {
+		conn = newJumpConn(conn)
 	}
 	if err != nil {
 		if cctx.Err() != nil {
@@ -187,9 +195,20 @@ func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*s
 		if err == nil {
 			c.Close()
 		}
+		if ctx.Err() == nil {
+			if aerr := a.agent.failure(ep); aerr != nil {
+				return nil, aerr
+			}
+		}
 		return nil, connectCtxError(ctx, cctx)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctxError(ctx)
+		}
+		if aerr := a.agent.failure(ep); aerr != nil {
+			return nil, aerr
+		}
 		return nil, handshakeError(err, ep, a)
 	}
 	return ssh.NewClient(c, chans, reqs), nil
@@ -246,6 +265,24 @@ type hop struct {
 	err    error
 	cancel context.CancelFunc // stops the connection attempt
 	gone   chan struct{}      // closed when client's connection has ended
+	wg     sync.WaitGroup     // its keepalive goroutines
+
+	lostMu sync.Mutex
+	lost   error // why its connection was closed under those using it
+}
+
+// lostError is the error of the connections through h when h's own connection was found dead,
+// else nil. h may be nil.
+func (h *hop) lostError() error {
+	if h == nil {
+		return nil
+	}
+	h.lostMu.Lock()
+	defer h.lostMu.Unlock()
+	if h.lost == nil {
+		return nil
+	}
+	return fmt.Errorf("jump host %s: %w", h.ep.alias, h.lost)
 }
 
 // hopFor returns the connection to the last hop of chain, reached through the others, with a
@@ -323,6 +360,24 @@ func (d *Dialer) dialHop(ctx context.Context, h *hop) {
 			d.hopMu.Unlock()
 			close(h.gone)
 		}()
+		if d.opts.KeepAliveInterval > 0 {
+			// A jump host whose path died would otherwise never be noticed: the connections
+			// through it would wait for it forever.
+			h.wg.Add(1)
+			go keepAlive(client, d.opts.KeepAliveInterval, d.opts.KeepAliveMax, nil, h.gone, &h.wg, func(err error) {
+				h.lostMu.Lock()
+				h.lost = err
+				h.lostMu.Unlock()
+				d.hopMu.Lock()
+				if d.hops[h.key] == h {
+					delete(d.hops, h.key)
+				}
+				d.hopMu.Unlock()
+				// Closing its connection (its TCP connection, or for a hop behind another the
+				// jumpConn) ends, at once, those of every host reached through it.
+				client.Close()
+			})
+		}
 	}
 	close(h.ready)
 	d.hopMu.Unlock()
@@ -361,8 +416,44 @@ func (d *Dialer) finishHop(h *hop) {
 	if h.client != nil {
 		h.client.Close()
 		<-h.gone
+		h.wg.Wait()
 	}
 	if h.parent != nil {
 		d.releaseHop(h.parent)
 	}
+}
+
+// jumpConn is a connection tunnelled through a jump host (a direct-tcpip channel), made to close
+// as a TCP connection does: at once. Closing a channel only sends the jump host a message, and
+// its reads end when the jump host answers; were the path to the jump host dead, closing the
+// SSH connection on top would never end (and Client.Close would wait forever). Here reads go
+// through a pipe that Close breaks at once, and the channel is closed in the background.
+type jumpConn struct {
+	net.Conn
+	r    *io.PipeReader
+	once sync.Once
+}
+
+func newJumpConn(c net.Conn) *jumpConn {
+	r, w := io.Pipe()
+	go func() {
+		// It ends when the channel does: closed by the jump host in answer to Close, or with
+		// the jump host's connection.
+		_, err := io.Copy(w, c)
+		if err == nil {
+			err = io.EOF
+		}
+		w.CloseWithError(err)
+	}()
+	return &jumpConn{Conn: c, r: r}
+}
+
+func (j *jumpConn) Read(p []byte) (int, error) { return j.r.Read(p) }
+
+func (j *jumpConn) Close() error {
+	j.once.Do(func() {
+		j.r.CloseWithError(net.ErrClosed)
+		go j.Conn.Close() // sends the close over the jump host's connection, which may be stuck
+	})
+	return nil
 }

@@ -3,6 +3,7 @@ package sshx
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -52,5 +53,61 @@ func TestRigSessionsBeyondMaxSessions(t *testing.T) {
 		}
 		c.Close()
 		cancel()
+	}
+}
+
+// TestRigCancelWhileSessionsFull: logged in as root, sshd refuses signal requests, so a
+// cancelled command is stopped from a second session; with sshd's MaxSessions 3, and commands
+// holding every session the client allows, that session still gets in, and nothing is left
+// running.
+func TestRigCancelWhileSessionsFull(t *testing.T) {
+	rig := sshrig.StartT(t, sshrig.Options{Hosts: 1, MaxSessions: 3, User: "root",
+		ExtraConfig: "PermitRootLogin prohibit-password\n"})
+	d, err := NewDialer(Options{ConfigFile: rig.SSHConfig, AgentSocket: "none", MaxSessions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := d.Dial(ctx, Target{Alias: rig.Hosts[0].Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hs := startHeld(t, c, 3, "/never-created-by-star-deploy")
+	waitFor(t, "the commands neither started nor queued", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return startedCount(hs)+c.queued == 3
+	})
+	if n := startedCount(hs); n != 2 {
+		t.Errorf("%d commands started at once, want 2", n)
+	}
+	// Cancel those running, one at a time: each frees a session for the one queued.
+	for stopped := 0; stopped < 3; stopped++ {
+		var h *held
+		waitFor(t, "no command started", func() bool {
+			for _, x := range hs {
+				if x != nil && isClosed(x.started) {
+					h = x
+					return true
+				}
+			}
+			return false
+		})
+		h.cancel()
+		if r := h.result(t); !errors.Is(r.err, context.Canceled) || r.res.Signal != "TERM" {
+			t.Errorf("cancelled command: Run = %+v, %v; want ended by TERM", r.res, r.err)
+		}
+		for i := range hs {
+			if hs[i] == h {
+				hs[i] = nil
+			}
+		}
+	}
+	var out bytes.Buffer
+	res, err := c.Run(ctx, transport.Command{Line: "pgrep -af '[n]ever-created-by-star-deploy'", Stdout: &out})
+	if err != nil || res.Code != 1 {
+		t.Errorf("still running on the host: %q (%+v, %v)", out.String(), res, err)
 	}
 }

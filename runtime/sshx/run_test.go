@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,10 +242,13 @@ func TestRunSessionsQueue(t *testing.T) {
 		name         string
 		server       int // the server's limit
 		client       int // Options.MaxSessions
+		full         int // commands running at once
 		wantRefusals bool
 	}{
-		{"client limit", 10, 0, false},
-		{"lower server limit", 3, 20, true},
+		// One session is kept for stopping a cancelled command.
+		{"client limit", 10, 0, 9, false},
+		// The server refuses the fourth: until then the client did not know to keep one.
+		{"lower server limit", 3, 20, 3, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,7 +256,8 @@ func TestRunSessionsQueue(t *testing.T) {
 			s := startServer(t, withMaxSessions(tt.server))
 			c := connect(t, s, func(o *Options) { o.MaxSessions = tt.client })
 			const n = 12
-			// Every command waits for the go file, created once the server is full (and, with
+			// Every command waits for the go file, created once the client has all the sessions
+			// it allows itself open (and, with
 			// the lower server limit, has refused a session), so that all are held at once.
 			line := "while [ ! -e go ]; do sleep 0.01; done; echo done"
 			var wg sync.WaitGroup
@@ -271,7 +276,7 @@ func TestRunSessionsQueue(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				s.mu.Lock()
-				full := s.openNow == tt.server && (!tt.wantRefusals || s.refused > 0)
+				full := s.openNow == tt.full && (!tt.wantRefusals || s.refused > 0)
 				s.mu.Unlock()
 				if full {
 					break
@@ -588,5 +593,91 @@ func TestPIDFilter(t *testing.T) {
 		if out.String() != tt.out || f.wait(0) != tt.pid {
 			t.Errorf("%s: output %q, pid %d; want %q, %d", tt.name, out.String(), f.wait(0), tt.out, tt.pid)
 		}
+	}
+}
+
+// holdingWriter takes writes until one containing "started" has come; it then holds the next
+// one until release is closed (a slow log sink, a full pipe), and counts those that begin after
+// Run has returned.
+type holdingWriter struct {
+	mu       sync.Mutex
+	started  bool
+	holding  bool
+	held     chan struct{} // closed when a write is being held
+	release  chan struct{}
+	returned *atomic.Bool
+	late     int
+}
+
+func (w *holdingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if w.returned.Load() {
+		w.late++
+	}
+	if !w.started {
+		w.started = strings.Contains(string(p), "started")
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	hold := !w.holding
+	w.holding = true
+	w.mu.Unlock()
+	if hold {
+		close(w.held)
+		<-w.release
+	}
+	return len(p), nil
+}
+
+// TestRunWritesNothingAfterReturn: when Run gives up waiting for a command whose output is still
+// being copied (here its stdout writer is slow to take it), it waits for the write in progress,
+// and nothing is written to the caller's writer after it has returned.
+func TestRunWritesNothingAfterReturn(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("waits for the grace periods of a cancellation")
+	}
+	c := connect(t, startServer(t))
+	var returned atomic.Bool
+	w := &holdingWriter{held: make(chan struct{}), release: make(chan struct{}), returned: &returned}
+	shutting := make(chan struct{})
+	c.beforeShut = func() { close(shutting) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx, transport.Command{Line: "echo started; head -c 1000000 /dev/zero; exec sleep 60", Stdout: w})
+		returned.Store(true)
+		done <- err
+	}()
+	select {
+	case <-w.held:
+	case err := <-done:
+		t.Fatalf("Run = %v before its output was held up", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the output was never held up")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		close(w.release)
+		t.Fatalf("Run returned (%v) while a write to its stdout was in progress", err)
+	case <-shutting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not give up waiting for its output")
+	}
+	close(w.release)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return once the write in progress ended")
+	}
+	// The rest of the output, still arriving, goes nowhere.
+	c.Close()
+	c.sessions.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.late > 0 {
+		t.Errorf("%d writes to stdout after Run returned", w.late)
 	}
 }

@@ -53,8 +53,9 @@ type testServer struct {
 	mu         sync.Mutex
 	users      []string // authenticated, in order
 	conns      map[net.Conn]bool
-	accepted   int // TCP connections
-	openNow    int // sessions open, all connections
+	sshConns   []*ssh.ServerConn // after the handshake, in order
+	accepted   int               // TCP connections
+	openNow    int               // sessions open, all connections
 	openMax    int
 	refused    int                   // sessions refused for the limit
 	forwarded  int                   // direct-tcpip channels
@@ -162,6 +163,29 @@ func (s *testServer) acceptLoop() {
 	}
 }
 
+// conn returns the server side of the i-th connection, waiting for the server to record it: the
+// client can finish its handshake before the server's goroutine gets there.
+func (s *testServer) conn(t *testing.T, i int) *ssh.ServerConn {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.sshConns)
+		var c *ssh.ServerConn
+		if n > i {
+			c = s.sshConns[i]
+		}
+		s.mu.Unlock()
+		if c != nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the test server has %d connections, want connection %d", n, i)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (s *testServer) serve(nc net.Conn) {
 	if s.onAccept != nil {
 		s.onAccept()
@@ -171,6 +195,9 @@ func (s *testServer) serve(nc net.Conn) {
 		return
 	}
 	defer conn.Close()
+	s.mu.Lock()
+	s.sshConns = append(s.sshConns, conn)
+	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -187,6 +214,13 @@ func (s *testServer) serve(nc net.Conn) {
 		switch nch.ChannelType() {
 		case "session":
 			openMu.Lock()
+			// sshd handles a channel's close before a later open; here the session that
+			// closed is released by its own goroutine: give it a moment.
+			for i := 0; i < 100 && s.maxSessions > 0 && open >= s.maxSessions; i++ {
+				openMu.Unlock()
+				time.Sleep(time.Millisecond)
+				openMu.Lock()
+			}
 			if s.maxSessions > 0 && open >= s.maxSessions {
 				openMu.Unlock()
 				s.mu.Lock()

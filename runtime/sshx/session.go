@@ -30,7 +30,8 @@ import (
 // output (taken off before the caller sees it) is the shell's PID, which is also its process
 // group. On cancellation Run sends the signal request with want-reply set. When the server says
 // it signalled, that is all; when it refuses, Run opens a second session on the same connection
-// and runs `kill -s TERM -- -PGID` there. In both cases a command still running killGrace later
+// and runs `kill -s TERM -- -PGID` there (commands never take the connection's last session: it
+// is kept for this, see openSession). In both cases a command still running killGrace later
 // gets KILL the same way, and Run returns once the host has reported how it ended (or, should
 // it not, a little later).
 //
@@ -44,6 +45,9 @@ const (
 	replyWait = 2 * time.Second
 	// lostWait bounds waiting to learn whether a session ended with its connection.
 	lostWait = 500 * time.Millisecond
+	// copyWait bounds waiting, as Run returns, for the output still arriving to be copied to
+	// the caller's writers; what comes after is dropped.
+	copyWait = 500 * time.Millisecond
 )
 
 // Run implements transport.Transport: it runs cmd.Line in a new session, with the login
@@ -78,6 +82,10 @@ func (c *Client) Run(ctx context.Context, cmd transport.Command) (transport.Resu
 	defer s.close()
 
 	if c.ep.forwardAgent || cmd.ForwardAgent {
+		if !c.ep.forwardAgent {
+			// The host may use the agent while this command runs, not after.
+			defer c.useAgent()()
+		}
 		if err := c.forwarding(); err != nil {
 			return transport.Result{}, fmt.Errorf("ssh %s: agent forwarding: %w", c.ep.alias, err)
 		}
@@ -108,10 +116,13 @@ func (c *Client) Run(ctx context.Context, cmd transport.Command) (transport.Resu
 
 // session is one command running on the host.
 type session struct {
-	c    *Client
-	ch   ssh.Channel
-	pid  *pidFilter
-	done chan struct{} // closed once the command has ended and its output is all written
+	c      *Client
+	ch     ssh.Channel
+	pid    *pidFilter
+	stdout *outWriter
+	stderr *outWriter
+	done   chan struct{} // closed once the command has ended and its output is all written
+	copied chan struct{} // closed once the output is all written
 
 	// Set before done is closed.
 	exited bool
@@ -121,27 +132,33 @@ type session struct {
 }
 
 func newSession(c *Client, ch ssh.Channel, reqs <-chan *ssh.Request, stdout, stderr io.Writer) *session {
-	s := &session{c: c, ch: ch, done: make(chan struct{}), quit: make(chan struct{})}
+	s := &session{c: c, ch: ch, done: make(chan struct{}), copied: make(chan struct{}), quit: make(chan struct{})}
 	if stdout == nil {
 		stdout = io.Discard
 	}
 	if stderr == nil {
 		stderr = io.Discard
 	}
-	s.pid = newPIDFilter(stdout)
-	var wg sync.WaitGroup
+	s.stdout, s.stderr = &outWriter{w: stdout}, &outWriter{w: stderr}
+	s.pid = newPIDFilter(s.stdout)
+	var copies, wg sync.WaitGroup
 	var outErr, errErr error
-	wg.Add(3)
+	c.sessions.Add(4)
+	copies.Add(2)
+	wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer c.sessions.Done()
+		defer copies.Done()
 		outErr = copyAll(s.pid, ch)
 		s.pid.flush()
 	}()
 	go func() {
-		defer wg.Done()
-		errErr = copyAll(stderr, ch.Stderr())
+		defer c.sessions.Done()
+		defer copies.Done()
+		errErr = copyAll(s.stderr, ch.Stderr())
 	}()
 	go func() {
+		defer c.sessions.Done()
 		defer wg.Done()
 		for req := range reqs {
 			switch req.Type {
@@ -168,11 +185,39 @@ func newSession(c *Client, ch ssh.Channel, reqs <-chan *ssh.Request, stdout, std
 		}
 	}()
 	go func() {
+		defer c.sessions.Done()
+		copies.Wait()
+		close(s.copied)
 		wg.Wait()
 		s.outErr = errors.Join(outErr, errErr)
 		close(s.done)
 	}()
 	return s
+}
+
+// outWriter passes a command's output on to the caller's writer until Run returns, and drops
+// it from then on (see session.close), so that the caller's writer is not written to after Run
+// has returned.
+type outWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	off bool
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.off {
+		return len(p), nil
+	}
+	return o.w.Write(p)
+}
+
+// shut drops what is written from now on. It waits for a write in progress to end.
+func (o *outWriter) shut() {
+	o.mu.Lock()
+	o.off = true
+	o.mu.Unlock()
 }
 
 // copyAll copies r to w until r ends. Should w fail, the rest of r is read and dropped, so that
@@ -193,7 +238,11 @@ func (s *session) start(ctx context.Context, line string) error {
 	replied := make(chan error, 1)
 	go func() {
 		ok, err := s.ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{line}))
-		if err == nil && !ok {
+		if err != nil {
+			if lerr := c.lostSoon(); lerr != nil {
+				err = lerr
+			}
+		} else if !ok {
 			err = errors.New("the host refused to run the command")
 		}
 		replied <- err
@@ -274,24 +323,45 @@ func (s *session) result() (transport.Result, error) {
 
 // missingError is the error of a command whose end the host did not report.
 func (c *Client) missingError() error {
-	// The channels of a lost connection are closed just before the connection reports why it
-	// ended: give it a moment.
+	if err := c.lostSoon(); err != nil {
+		return err
+	}
+	return fmt.Errorf("ssh %s: %w", c.ep.alias, &ssh.ExitMissingError{})
+}
+
+// lostSoon is lostError for a failure that may come from the connection's end: the channels
+// and requests of a lost connection fail just before the connection reports why it ended, so
+// it gives it a moment (lostWait).
+func (c *Client) lostSoon() error {
 	t := time.NewTimer(lostWait)
 	defer t.Stop()
 	select {
 	case <-c.gone:
 	case <-t.C:
 	}
-	if err := c.lostError(); err != nil {
-		return err
-	}
-	return fmt.Errorf("ssh %s: %w", c.ep.alias, &ssh.ExitMissingError{})
+	return c.lostError()
 }
 
-// close closes the channel and lets the standard input feeder go.
+// close closes the channel and lets the standard input feeder go. Output still being copied
+// (Run is returning without having seen the command end: it gave up waiting, or the connection
+// is in trouble) is waited for up to copyWait; what arrives later, and in any case everything
+// after close returns, is dropped rather than written to the caller's writers.
 func (s *session) close() {
 	close(s.quit)
 	_ = s.ch.Close()
+	if !isClosed(s.copied) && (s.stdout.w != io.Discard || s.stderr.w != io.Discard) {
+		t := time.NewTimer(copyWait)
+		select {
+		case <-s.copied:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if f := s.c.beforeShut; f != nil && !isClosed(s.copied) {
+		f()
+	}
+	s.stdout.shut()
+	s.stderr.shut()
 }
 
 // stop ends the command on the host: TERM, then KILL if it lingers (see the notes at the top

@@ -74,9 +74,11 @@ type Options struct {
 	// MaxDialsInFlight bounds the connection attempts made at the same time, across all hosts.
 	// Zero means 32.
 	MaxDialsInFlight int
-	// MaxSessions bounds the commands run at the same time over one connection; more wait
-	// their turn. Zero means 10, OpenSSH's default limit. A server with a lower limit is
-	// detected and waited for too.
+	// MaxSessions bounds the sessions open at the same time over one connection. Commands
+	// take at most MaxSessions-1 of them (more wait their turn): the last is kept for stopping
+	// a cancelled command on a host that refuses signal requests. Zero means 10, OpenSSH's
+	// default limit. A server with a lower limit is detected and kept to as well, until it
+	// allows more again.
 	MaxSessions int
 
 	// Warn, when set, is told of what weakens host key checking: a key accepted unchecked

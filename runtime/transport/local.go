@@ -12,12 +12,21 @@ import (
 
 // Local runs commands on the machine running star-deploy, with /bin/sh, each in its own process
 // group so that cancelling ends the whole command tree.
+//
+// A process that leaves the group (setsid, a daemon that detaches) is not ended with it, and may
+// keep the command's output open: Run then waits for that output no longer than localWaitDelay
+// (2s) after the shell has exited or been killed, and returns without the rest of it. When the
+// shell exited with 0, the command succeeded.
 type Local struct {
 	// Dir is the working directory of commands; empty means the current one.
 	Dir string
 	// Env is added to the environment of every command.
 	Env []string
 }
+
+// localWaitDelay is how long Local.Run waits, once the shell has exited (or been killed), for
+// processes it left behind to close its standard output and error (see Local).
+const localWaitDelay = 2 * time.Second
 
 // Run implements Transport.
 func (l *Local) Run(ctx context.Context, cmd Command) (Result, error) {
@@ -37,6 +46,8 @@ func (l *Local) Run(ctx context.Context, cmd Command) (Result, error) {
 	c.Stdout = cmd.Stdout
 	c.Stderr = cmd.Stderr
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Without it, Wait would wait for the output of whatever still holds it, however long.
+	c.WaitDelay = localWaitDelay
 	if err := c.Start(); err != nil {
 		return Result{}, fmt.Errorf("start /bin/sh: %w", err)
 	}
@@ -72,7 +83,8 @@ func ctxError(ctx context.Context) error {
 }
 
 func localResult(err error) (Result, error) {
-	if err == nil {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay: the shell exited with 0, but something it left running held its output.
 		return Result{Code: 0}, nil
 	}
 	var ee *exec.ExitError

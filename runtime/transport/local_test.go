@@ -237,3 +237,68 @@ func waitGone(t *testing.T, pid int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// startDetached is a line that starts, in the background, a process that leaves the command's
+// process group and session (as a daemon does) and keeps its standard output, writing its PID
+// to file once it has left; it is killed at the end of the test.
+func startDetached(t *testing.T) (line, file string) {
+	t.Helper()
+	file = filepath.Join(t.TempDir(), "detached")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(file); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return "setsid sh -c 'echo $$ > " + shell.Quote(file) + "; exec sleep 120' & ", file
+}
+
+// TestLocalCancelDetachedOutput: a cancelled command returns although a process that left its
+// process group (and so survives it) still holds its standard output.
+func TestLocalCancelDetachedOutput(t *testing.T) {
+	line, file := startDetached(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		_, err := (&Local{}).Run(ctx, Command{Line: line + "echo started; exec sleep 60", Stdout: &out})
+		done <- err
+	}()
+	readPID(t, file) // it has left the group
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run error = %v, want context.Canceled", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel: it waits for the detached process's output")
+	}
+	if !strings.Contains(out.String(), "started") {
+		t.Errorf("output = %q", out.String())
+	}
+}
+
+// TestLocalDetachedOutput: a command that exits with 0, leaving a detached process that holds its
+// standard output, succeeds without waiting for that process.
+func TestLocalDetachedOutput(t *testing.T) {
+	line, _ := startDetached(t)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	var res Result
+	go func() {
+		var err error
+		res, err = (&Local{}).Run(context.Background(), Command{Line: line + "echo done", Stdout: &out})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil || res.Code != 0 || out.String() != "done\n" {
+			t.Errorf("Run = %+v, %v, output %q; want code 0 and done", res, err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return: it waits for the detached process's output")
+	}
+}
