@@ -372,16 +372,19 @@ func runUntilStarted(t *testing.T, c *Client, ctx context.Context, line string, 
 	panic("unreachable")
 }
 
+// stopModes are the two ways Run stops a command: with the signal request, or, where the server
+// refuses it (as sshd does for root logins), with kill from another session.
+var stopModes = []struct {
+	name string
+	opts []serverOpt
+}{
+	{"signal request", nil},
+	{"signals refused", []serverOpt{withRefusedSignals()}},
+}
+
 func TestRunCancel(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name string
-		opts []serverOpt
-	}{
-		{"signal request", nil},
-		// As sshd for root logins: Run kills the process group from another session.
-		{"signals refused", []serverOpt{withRefusedSignals()}},
-	} {
+	for _, mode := range stopModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			s := startServer(t, mode.opts...)
@@ -455,13 +458,7 @@ func TestRunTimeout(t *testing.T) {
 
 func TestRunKillsWhatIgnoresTerm(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name string
-		opts []serverOpt
-	}{
-		{"signal request", nil},
-		{"signals refused", []serverOpt{withRefusedSignals()}},
-	} {
+	for _, mode := range stopModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			s := startServer(t, mode.opts...)
