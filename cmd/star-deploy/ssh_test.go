@@ -37,7 +37,8 @@ import (
 // The scripts run in parallel on the same hosts, so each keeps to /var/www/SCRIPTNAME there,
 // and writes known_hosts and ssh_config files of its own rather than change the rig's. They see
 // the rig through these environment variables: RIG (its folder), SSH_CONFIG, KNOWN_HOSTS, KEY
-// (the private key every host accepts), and HOSTn_ADDR and HOSTn_PORT for n = 1 to 5. Besides
+// (the private key every host accepts), HOSTn_ADDR and HOSTn_PORT for n = 1 to 5, and REPO (this
+// repository's root, for its examples and README). Besides
 // exitcode and jsonlines (see TestScripts), their commands are rigexec, newkey, logins, hostlog,
 // knownhost, fingerprint, waitproc, noremote, runadvice and silentport, each described below.
 func TestSSH(t *testing.T) {
@@ -53,13 +54,49 @@ func TestSSH(t *testing.T) {
 	if !rig.Sudo {
 		t.Fatal("the rig has no sudo: install it (apt-get install -y sudo)")
 	}
+	// The repository's root, for scripts that use its examples (testdata/) or its README.
+	repoRoot, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := &rigCmds{rig: rig}
+	cmds := map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"exitcode":    cmdExitcode,
+		"jsonlines":   cmdJSONLines,
+		"rigexec":     h.rigexec,
+		"newkey":      h.newkey,
+		"agent":       cmdAgent,
+		"logins":      h.logins,
+		"hostlog":     h.hostlog,
+		"knownhost":   h.knownhost,
+		"fingerprint": h.fingerprint,
+		"waitproc":    h.waitproc,
+		"noremote":    cmdNoremote,
+		"runadvice":   cmdRunAdvice,
+		"silentport":  cmdSilentPort,
+		"gitrepo":     h.gitrepo,
+		"gitcommit":   h.gitcommit,
+		"nextsecond":  cmdNextSecond,
+		"samerelease": h.samerelease,
+		"rigsh":       h.rigsh,
+		"inhost":      h.inhost,
+		"waitpath":    h.waitpath,
+		"waitgrep":    cmdWaitGrep,
+		"eq":          cmdEq,
+	}
+	for name, mk := range moreRigCmds {
+		if _, dup := cmds[name]; dup {
+			t.Fatalf("script command %q is defined twice", name)
+		}
+		cmds[name] = mk(h)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/ssh",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")))
 			env.Setenv("RIG", rig.Dir)
+			env.Setenv("REPO", repoRoot)
 			env.Setenv("SSH_CONFIG", rig.SSHConfig)
 			env.Setenv("KNOWN_HOSTS", rig.KnownHosts)
 			env.Setenv("KEY", rig.KeyFile)
@@ -70,32 +107,13 @@ func TestSSH(t *testing.T) {
 			}
 			return nil
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode":    cmdExitcode,
-			"jsonlines":   cmdJSONLines,
-			"rigexec":     h.rigexec,
-			"newkey":      h.newkey,
-			"agent":       cmdAgent,
-			"logins":      h.logins,
-			"hostlog":     h.hostlog,
-			"knownhost":   h.knownhost,
-			"fingerprint": h.fingerprint,
-			"waitproc":    h.waitproc,
-			"noremote":    cmdNoremote,
-			"runadvice":   cmdRunAdvice,
-			"silentport":  cmdSilentPort,
-			"gitrepo":     h.gitrepo,
-			"gitcommit":   h.gitcommit,
-			"nextsecond":  cmdNextSecond,
-			"samerelease": h.samerelease,
-			"rigsh":       h.rigsh,
-			"inhost":      h.inhost,
-			"waitpath":    h.waitpath,
-			"waitgrep":    cmdWaitGrep,
-			"eq":          cmdEq,
-		},
+		Cmds: cmds,
 	})
 }
+
+// moreRigCmds are script commands defined in other files of this package, each registered by
+// its file's init: the function makes the command for the running rig.
+var moreRigCmds = map[string]func(h *rigCmds) func(ts *testscript.TestScript, neg bool, args []string){}
 
 // rigCmds are the script commands that reach into the rig.
 type rigCmds struct {
@@ -520,7 +538,8 @@ func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work string) {
 }
 
 // gitrepo implements `gitrepo NAME`: it creates a git repository of two commits on branch main
-// (README, VERSION, CHANGES, bin/hello, public/index.html, config/app.yml.example, log/README)
+// (README, VERSION, CHANGES, bin/hello, public/index.html, public/app.css, config/app.yml.example,
+// log/README)
 // and publishes it on every host, readable by the deploy user, at /srv/star-deploy-e2e/SCRIPT/NAME.git,
 // removed when the script ends. It sets NAME_REPO (NAME in upper case) to that path and
 // NAME_HEAD to the sha of main.
@@ -540,6 +559,7 @@ func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
 		"README":                 name + ": a sample application for star-deploy's end-to-end tests\n",
 		"bin/hello":              "#!/bin/sh\ncd \"$(dirname \"$0\")/..\" && echo \"hello from version $(cat VERSION)\"\n",
 		"public/index.html":      "<h1>" + name + "</h1>\n",
+		"public/app.css":         "h1 { color: teal }\n",
 		"config/app.yml.example": "name: " + name + "\n",
 		"log/README":             "replaced by a link to shared/log on the servers\n",
 	}
