@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 )
@@ -43,6 +45,7 @@ type Engine struct {
 	onFailure []string
 	// step counts the task runs; rollback and exit actions are undone a task run at a time.
 	step int
+	seq  int // counts the actions registered
 	// failurePath is set while the on_failure tasks run: best effort, every host and every hook.
 	failurePath bool
 	results     map[string]map[string]any
@@ -66,16 +69,20 @@ type action struct {
 	task *Task
 	fn   Body
 	step int // the task run that registered it (Engine.step)
+	// keep marks a rollback action that ClearRollbacks does not forget: it undoes something
+	// that is not part of what a commit point makes final (a maintenance page).
+	keep bool
+	seq  int // registration order across hosts
 }
 
-func (a *actions) add(h *Host, t *Task, fn Body, step int) {
+func (a *actions) add(h *Host, act action) {
 	if a.byHost == nil {
 		a.byHost = map[*Host][]action{}
 	}
 	if _, ok := a.byHost[h]; !ok {
 		a.order = append(a.order, h)
 	}
-	a.byHost[h] = append(a.byHost[h], action{task: t, fn: fn, step: step})
+	a.byHost[h] = append(a.byHost[h], act)
 }
 
 // HostError is a task that failed on one host.
@@ -263,6 +270,9 @@ func (e *Engine) exec(ctx context.Context, n *Node) (err error) {
 	// The tasks running, outermost first, for Invoke to find cycles in.
 	chain, _ := ctx.Value(invokeKey{}).([]string)
 	ctx = context.WithValue(ctx, invokeKey{}, append(slices.Clip(chain), n.Task.Name))
+	if EngineOf(ctx) != e {
+		ctx = context.WithValue(ctx, engineKey{}, e)
+	}
 	if n.Task.OnFailure != "" {
 		defer func() {
 			var refused refusedError
@@ -331,9 +341,47 @@ func (e *Engine) onFailurePath() bool {
 	return e.failurePath
 }
 
+// engineKey is the context key of the engine running a task (see EngineOf).
+type engineKey struct{}
+
+// EngineOf returns the engine whose run ctx belongs to (the context of a task body, or of a
+// Task.Resolve), or nil.
+func EngineOf(ctx context.Context) *Engine {
+	e, _ := ctx.Value(engineKey{}).(*Engine)
+	return e
+}
+
+// Hosts returns the hosts of any of roles (every host when roles is empty), without no_release
+// hosts when release is set, in declaration order, as the run's -r/-z filter narrows them: the
+// hosts a task of those roles would run on.
+func (e *Engine) Hosts(roles []string, release bool) ([]*Host, error) {
+	return e.Config.SelectHosts(&Task{Roles: roles, Release: release}, e.Filter)
+}
+
+// resolve returns t with its scheduling worked out (Task.Resolve), or t itself.
+func (e *Engine) resolve(ctx context.Context, t *Task) (*Task, error) {
+	if t.Resolve == nil {
+		return t, nil
+	}
+	cp := *t
+	cp.Resolve = nil
+	if err := t.Resolve(ctx, &cp); err != nil {
+		return nil, err
+	}
+	return &cp, nil
+}
+
 // runTask runs n's body as a barrier across its hosts, batch after batch.
 func (e *Engine) runTask(ctx context.Context, n *Node) error {
-	t := n.Task
+	t, err := e.resolve(ctx, n.Task)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", n.Task.Name, context.Cause(ctx))
+		}
+		te := &TaskError{Task: n.Task, Failures: []*HostError{{Host: LocalHost, Task: n.Task, Err: err}}}
+		e.reportFailure(te.Failures[0])
+		return te
+	}
 	e.mu.Lock()
 	e.step++ // actions registered from here on belong to this task run
 	e.mu.Unlock()
@@ -551,19 +599,22 @@ func (e *Engine) closeAll() {
 }
 
 // addAction records fn on h in list (the rollbacks or the exit actions).
-func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body) {
+func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body, keep bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	list.add(h, t, fn, e.step)
+	e.seq++
+	list.add(h, action{task: t, fn: fn, step: e.step, keep: keep, seq: e.seq})
 }
 
 // runActions runs the actions of list, newest first, and empties it. They run a task run at a
 // time, the latest first, as a barrier across hosts: every host undoes what the latest task
 // registered before any host undoes what an earlier one did (the switch of current back on every
 // host before the new release is removed anywhere; the maintenance page taken down last). Within
-// a task run the hosts run in parallel, each newest first. A failing action is reported and the
-// next one still runs. They run under e.Hard, not the run's context: an interrupted run still
-// rolls back and releases what it holds.
+// a task run the hosts keep that task's own scheduling: all in parallel, or, for a task that ran
+// in batches (a rolling restart), batch after batch, the last hosts first, with its wait between
+// batches, so that undoing a roll keeps the capacity the roll kept. Each host runs its actions
+// newest first. A failing action is reported and the next one still runs. They run under e.Hard,
+// not the run's context: an interrupted run still rolls back and releases what it holds.
 func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed string) {
 	e.mu.Lock()
 	taken := *list
@@ -573,6 +624,7 @@ func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed strin
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	ctx = context.WithValue(ctx, engineKey{}, e)
 	var steps []int
 	for _, h := range taken.order {
 		for _, a := range taken.byHost[h] {
@@ -584,35 +636,56 @@ func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed strin
 	slices.Sort(steps)
 	slices.Reverse(steps)
 	for _, step := range steps {
-		var wg sync.WaitGroup
+		// The hosts of this task run, in the order they registered their first action in it.
+		var hosts []*Host
+		var task *Task
+		first := map[*Host]int{}
 		for _, h := range taken.order {
-			list := taken.byHost[h]
-			if !slices.ContainsFunc(list, func(a action) bool { return a.step == step }) {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := len(list) - 1; i >= 0; i-- {
-					a := list[i]
-					if a.step != step {
-						continue
-					}
-					e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
-					tr, err := e.transport(ctx, h)
-					if err == nil {
-						x := e.newExec(a.task, h, tr)
-						x.rollingBack = true
-						err = a.fn(ctx, x)
-						x.flush()
-					}
-					if err != nil {
-						e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
-					}
+			for _, a := range taken.byHost[h] {
+				if a.step == step {
+					hosts, task, first[h] = append(hosts, h), a.task, a.seq
+					break
 				}
-			}()
+			}
 		}
-		wg.Wait()
+		slices.SortFunc(hosts, func(x, y *Host) int { return first[x] - first[y] })
+		undo := func(h *Host) {
+			list := taken.byHost[h]
+			for i := len(list) - 1; i >= 0; i-- {
+				a := list[i]
+				if a.step != step {
+					continue
+				}
+				e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
+				tr, err := e.transport(ctx, h)
+				if err == nil {
+					x := e.newExec(a.task, h, tr)
+					x.rollingBack = true
+					err = a.fn(ctx, x)
+					x.flush()
+				}
+				if err != nil {
+					e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
+				}
+			}
+		}
+		size := task.Batch.Size(len(hosts))
+		if size < len(hosts) {
+			slices.Reverse(hosts)
+		}
+		for i := 0; i < len(hosts); i += size {
+			if i > 0 && task.Wait > 0 {
+				_ = e.sleep(ctx, task.Wait)
+			}
+			var g errgroup.Group
+			if task.Limit > 0 {
+				g.SetLimit(task.Limit)
+			}
+			for _, h := range hosts[i:min(i+size, len(hosts))] {
+				g.Go(func() error { undo(h); return nil })
+			}
+			_ = g.Wait()
+		}
 	}
 }
 
@@ -709,13 +782,14 @@ func (x *Exec) Emit(kind output.Kind, text string) {
 // Flush writes out any partial output line.
 func (x *Exec) Flush() { x.flush() }
 
-// OnRollback registers fn to run on this host if the run fails later. Actions registered while
-// rolling back are ignored.
-func (x *Exec) OnRollback(fn Body) {
+// OnRollback registers fn to run on this host if the run fails later. With keep, ClearRollbacks
+// does not forget it: it runs whenever the run fails, even past the commit point. Actions
+// registered while rolling back are ignored.
+func (x *Exec) OnRollback(fn Body, keep bool) {
 	if x.rollingBack {
 		return
 	}
-	x.engine.addAction(&x.engine.rollbacks, x.Host, x.Task, fn)
+	x.engine.addAction(&x.engine.rollbacks, x.Host, x.Task, fn, keep)
 }
 
 // OnExit registers fn to run on this host when the run ends, whether it succeeded, failed or was
@@ -724,22 +798,22 @@ func (x *Exec) OnExit(fn Body) {
 	if x.rollingBack {
 		return
 	}
-	x.engine.addAction(&x.engine.exits, x.Host, x.Task, fn)
+	x.engine.addAction(&x.engine.exits, x.Host, x.Task, fn, false)
 }
 
-// ClearRollbacks forgets this host's rollback actions: what they would undo is now final (a
-// deploy past publishing).
+// ClearRollbacks forgets this host's rollback actions, but those registered with keep: what
+// they would undo is now final (a deploy past publishing).
 func (x *Exec) ClearRollbacks() {
 	e := x.engine
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	delete(e.rollbacks.byHost, x.Host)
-	for i, h := range e.rollbacks.order {
-		if h == x.Host {
-			e.rollbacks.order = append(e.rollbacks.order[:i:i], e.rollbacks.order[i+1:]...)
-			break
-		}
+	kept := slices.DeleteFunc(e.rollbacks.byHost[x.Host], func(a action) bool { return !a.keep })
+	if len(kept) > 0 {
+		e.rollbacks.byHost[x.Host] = kept
+		return
 	}
+	delete(e.rollbacks.byHost, x.Host)
+	e.rollbacks.order = slices.DeleteFunc(e.rollbacks.order, func(h *Host) bool { return h == x.Host })
 }
 
 // SetResult records v as what this task returned on this host; see Engine.Results.

@@ -166,6 +166,12 @@ type Task struct {
 
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool
+
+	// Resolve, when set, fills in the scheduling the recipe left to be worked out when the task
+	// runs (roles, batch, limit, wait given as functions, so that they may come from variables
+	// set on the command line or by an earlier task). The engine calls it on a copy of the task
+	// each time the task starts, before choosing its hosts; ctx is the run's (see EngineOf).
+	Resolve func(ctx context.Context, t *Task) error
 }
 
 // Hook is a before or after hook: a task name, or a function made into an anonymous task.
@@ -305,7 +311,7 @@ func (c *Config) Check() error {
 func (c *Config) suggest(name string) string {
 	best, bestD := "", 4
 	for n := range c.Tasks {
-		if d := editDistance(name, n); d < bestD || (d == bestD && n < best) {
+		if d := EditDistance(name, n); d < bestD || (d == bestD && n < best) {
 			best, bestD = n, d
 		}
 	}
@@ -315,7 +321,9 @@ func (c *Config) suggest(name string) string {
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b: how many single-byte insertions,
+// deletions and substitutions turn one into the other. Suggestions of a closest name use it.
+func EditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j

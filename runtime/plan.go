@@ -95,6 +95,7 @@ func inherit(h, hooked *Task) *Task {
 	cp.Limit, cp.Batch, cp.Wait = hooked.Limit, hooked.Batch, hooked.Wait
 	cp.ForwardAgent = cp.ForwardAgent || hooked.ForwardAgent
 	cp.Unfiltered = hooked.Unfiltered // on the hooked task's hosts, however -r/-z narrow the run
+	cp.Resolve = hooked.Resolve       // and on those it works out when it runs
 	if cp.Timeout == 0 {
 		cp.Timeout = hooked.Timeout
 	}

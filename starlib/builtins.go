@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	starlarktime "go.starlark.net/lib/time"
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 )
@@ -39,7 +40,7 @@ func register(f *Family) *Family {
 
 // predeclared returns the names every recipe file sees.
 func predeclared() starlark.StringDict {
-	d := starlark.StringDict{"struct": starlark.NewBuiltin("struct", starlarkstruct.Make)}
+	d := starlark.StringDict{"struct": starlark.NewBuiltin("struct", starlarkstruct.Make), "time": starlarktime.Module}
 	for _, f := range families {
 		for _, b := range f.Builtins {
 			d[b.Name] = starlark.NewBuiltin(b.Name, guard(b))
@@ -56,8 +57,12 @@ func guard(b Builtin) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, 
 		switch {
 		case b.Phase == phaseLoad && p == phaseExec:
 			return nil, fmt.Errorf("%s: declares configuration and can only be called at the top level of a recipe file (or in a stage function), not inside a task body", b.Name)
+		case b.Phase == phaseLoad && p == phaseResolve, b.Phase == phaseExec && p == phaseResolve:
+			return nil, fmt.Errorf("%s: cannot be called while a task's roles, batch, limit or wait are worked out (a function given for them may read variables and hosts() only)", b.Name)
 		case b.Phase == phaseExec && p != phaseExec:
 			return nil, fmt.Errorf("%s: runs on hosts and can only be called inside a task body; evaluating a Deployfile only declares things (wrap it in a task)", b.Name)
+		case b.Phase == phaseRun && p != phaseExec && p != phaseResolve:
+			return nil, fmt.Errorf("%s: can only be called while tasks run (in a task body, or a function given for a task's roles); while the Deployfile loads, hosts are still being declared", b.Name)
 		}
 		return b.Fn(th, fn, args, kwargs)
 	}
@@ -74,13 +79,16 @@ func WriteHelp(w io.Writer) {
 			switch b.Phase {
 			case phaseLoad:
 				where = "load time"
-			case phaseExec:
+			case phaseExec, phaseRun:
 				where = "tasks"
 			}
 			fmt.Fprintf(tw, "  %s%s\t%s\t[%s]\n", b.Name, b.Sig, b.Doc, where)
 		}
 		fmt.Fprintln(tw)
 	}
+	fmt.Fprintf(tw, "Modules:\n")
+	fmt.Fprintf(tw, "  struct(**fields)\tStarlark's struct: struct(a = 1).a\t[load time and tasks]\n")
+	fmt.Fprintf(tw, "  time\tStarlark's time module: time.now(), time.now().in_location(\"UTC\").format(\"15:04\"), time.parse_duration(\"10s\")\t[load time and tasks]\n")
 	tw.Flush()
 }
 

@@ -1,6 +1,8 @@
 package starlib
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -18,13 +20,14 @@ var declarations = register(&Family{
 	Name: "Declarations",
 	Doc:  "declare servers, roles, variables, stages, tasks and hooks (top level of a recipe file)",
 	Builtins: []Builtin{
-		{Name: "set", Sig: "(name, value, secret=False)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); secret=True redacts its value; NAME=VALUE on the command line wins", Phase: phaseLoad, Fn: builtinSet},
+		{Name: "set", Sig: "(name, value, secret=False)", Doc: "set a variable; a function value is lazy (fn() once per run, fn(host) once per host); secret=True redacts its value; NAME=VALUE on the command line wins; in a local task, sets it for the rest of the run", Fn: builtinSet},
 		{Name: "set_if_empty", Sig: "(name, value)", Doc: "set a variable unless it is set already (how libraries give defaults)", Phase: phaseLoad, Fn: builtinSetIfEmpty},
+		{Name: "variable", Sig: `(name, default=None, type="any", doc="", choices=[], min=None)`, Doc: `declare a variable: its type ("string", "int", "bool", "duration", "list", "dict", "any", or a list of them), range and purpose, and its default unless it is set; NAME=VALUE is converted to the type, and a value of the wrong type is refused before the run`, Phase: phaseLoad, Fn: builtinVariable},
 		{Name: "fetch", Sig: "(name, default=<error>)", Doc: "the value of a variable, or default; an unknown name without default is an error", Fn: builtinFetch},
 		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, forward_agent=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data; forward_agent=True forwards your SSH agent to it`, Phase: phaseLoad, Fn: builtinServer},
 		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
 		{Name: "stage", Sig: "(name, fn)", Doc: "declare a stage: fn() declares its servers and variables and runs only when the stage is selected", Phase: phaseLoad, Fn: builtinStage},
-		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None, unfiltered=False, gate=False)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails; unfiltered=True ignores -r/-z; gate=True: its failure refuses the run before anything changed, so no on_failure task runs", Phase: phaseLoad, Fn: builtinTask},
+		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None, unfiltered=False, gate=False)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails; unfiltered=True ignores -r/-z; gate=True: its failure refuses the run before anything changed, so no on_failure task runs; roles, limit, batch and wait may be functions of no parameters, worked out each time the task starts (from variables, hosts())", Phase: phaseLoad, Fn: builtinTask},
 		{Name: "before", Sig: "(task, hook)", Doc: "run hook (a task name or a function) before task, every time task runs", Phase: phaseLoad, Fn: builtinHook(false)},
 		{Name: "after", Sig: "(task, hook)", Doc: "run hook (a task name or a function) after task, every time task runs", Phase: phaseLoad, Fn: builtinHook(true)},
 	},
@@ -43,6 +46,20 @@ func builtinSet(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 		return nil, err
 	}
 	s := sessionOf(th)
+	if p, _ := th.Local(localPhase).(phase); p == phaseResolve {
+		return nil, fmt.Errorf("%s: cannot be called while a task's roles, batch, limit or wait are worked out", b.Name())
+	}
+	if xc := execOf(th); xc != nil {
+		// While tasks run: for the rest of the run, from a task that runs once (on this machine),
+		// so that no two hosts race to set it.
+		if !xc.x.Task.Local {
+			return nil, fmt.Errorf("%s: in a task body, only a local task (local=True) may set a variable: it applies to every host, for the rest of the run", b.Name())
+		}
+		if err := s.Vars.SetRun(name, value, secret, posOf(th)); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
+		}
+		return starlark.None, nil
+	}
 	if !s.Vars.Set(name, value, secret, posOf(th)) {
 		s.opts.Sink.Emit(output.Event{Kind: output.Debug, Text: fmt.Sprintf("%s: %s is set on the command line; ignoring set()", posOf(th), name)})
 	}
@@ -252,6 +269,92 @@ func builtinStage(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 	return starlark.None, nil
 }
 
+// lazyArg unpacks a parameter that is a function of no parameters (worked out when the task
+// runs: fn), or a value (v) for the parameter's own unpacker.
+type lazyArg struct {
+	fn starlark.Callable
+	v  starlark.Value
+}
+
+func (a *lazyArg) Unpack(v starlark.Value) error {
+	if fn, ok := v.(starlark.Callable); ok {
+		if f, isFn := fn.(*starlark.Function); isFn && f.NumParams() != 0 {
+			return fmt.Errorf("the function %s takes %d parameters; a function worked out when the task runs takes none", f.Name(), f.NumParams())
+		}
+		a.fn = fn
+		return nil
+	}
+	a.v = v
+	return nil
+}
+
+// intArg unpacks a non-negative whole number.
+type intArg int
+
+func (a *intArg) Unpack(v starlark.Value) error {
+	n, err := starlark.AsInt32(v)
+	if err != nil {
+		return fmt.Errorf("got %s, want int", v.Type())
+	}
+	if n < 0 {
+		return fmt.Errorf("%d is negative", n)
+	}
+	*a = intArg(n)
+	return nil
+}
+
+// resolver returns the Task.Resolve of task name: each function given is called, in a thread of
+// the resolve phase, and its result unpacked as the parameter's value would be.
+func (s *Session) resolver(name string, roles, limit, batch, wait starlark.Callable) func(context.Context, *runtime.Task) error {
+	return func(ctx context.Context, t *runtime.Task) error {
+		th := s.newThread(phaseResolve, "")
+		th.Name = "resolve " + name
+		th.SetLocal(localRunCtx, ctx)
+		stop := context.AfterFunc(ctx, func() { th.Cancel(context.Cause(ctx).Error()) })
+		defer stop()
+		call := func(param string, fn starlark.Callable, dst starlark.Unpacker) error {
+			if fn == nil {
+				return nil
+			}
+			v, err := starlark.Call(th, fn, nil, nil)
+			if err != nil {
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
+				var ee *starlark.EvalError
+				if errors.As(err, &ee) {
+					return &ScriptError{Msg: fmt.Sprintf("working out %s: %s", param, describeEval(ee)), Err: err}
+				}
+				return fmt.Errorf("working out %s: %w", param, err)
+			}
+			if err := dst.Unpack(v); err != nil {
+				return fmt.Errorf("working out %s: the function %s returned %s: %v", param, fn.Name(), describeValue(v), err)
+			}
+			return nil
+		}
+		var rolesV stringList
+		var limitV intArg
+		var batchV batchArg
+		var waitV durationArg
+		if err := errors.Join(call("roles", roles, &rolesV), call("limit", limit, &limitV), call("batch", batch, &batchV), call("wait", wait, &waitV)); err != nil {
+			return err
+		}
+		if roles != nil {
+			t.Roles = rolesV
+		}
+		if limit != nil {
+			t.Limit = int(limitV)
+		}
+		if batch != nil {
+			t.Batch = runtime.Batch(batchV)
+		}
+		if wait != nil {
+			t.Wait = time.Duration(waitV)
+		}
+		return nil
+	}
+}
+
 // durationArg unpacks "10s"/"1m30s" strings, or numbers of seconds.
 type durationArg time.Duration
 
@@ -315,25 +418,43 @@ func (a *batchArg) Unpack(v starlark.Value) error {
 
 func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
-		name          string
-		body          starlark.Value
-		desc          string
-		roles, hosts  stringList
-		once, local   bool
-		release       bool
-		forward       bool
-		onFailure     string
-		unfiltered    bool
-		gate          bool
-		limit         int
-		batch         batchArg
-		wait, timeout durationArg
+		name                 string
+		body                 starlark.Value
+		desc                 string
+		hosts                stringList
+		once, local          bool
+		release              bool
+		forward              bool
+		onFailure            string
+		unfiltered           bool
+		gate                 bool
+		timeout              durationArg
+		lazyRoles, lazyLimit lazyArg
+		lazyBatch, lazyWait  lazyArg
+		roles                stringList
+		limit                int
+		batch                batchArg
+		wait                 durationArg
 	)
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
-		"name", &name, "fn_or_steps", &body, "desc?", &desc, "roles?", &roles, "hosts?", &hosts,
-		"once?", &once, "local?", &local, "release?", &release, "limit?", &limit, "batch?", &batch,
-		"wait?", &wait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure, "unfiltered?", &unfiltered, "gate?", &gate); err != nil {
+		"name", &name, "fn_or_steps", &body, "desc?", &desc, "roles?", &lazyRoles, "hosts?", &hosts,
+		"once?", &once, "local?", &local, "release?", &release, "limit?", &lazyLimit, "batch?", &lazyBatch,
+		"wait?", &lazyWait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure, "unfiltered?", &unfiltered, "gate?", &gate); err != nil {
 		return nil, err
+	}
+	// roles, limit, batch and wait are values, or functions worked out when the task runs.
+	lazies := []struct {
+		param string
+		arg   *lazyArg
+		dst   starlark.Unpacker
+	}{{"roles", &lazyRoles, &roles}, {"limit", &lazyLimit, (*intArg)(&limit)}, {"batch", &lazyBatch, &batch}, {"wait", &lazyWait, &wait}}
+	for _, l := range lazies {
+		if l.arg.v == nil {
+			continue
+		}
+		if err := l.dst.Unpack(l.arg.v); err != nil {
+			return nil, fmt.Errorf("%s: for parameter %s: %v", b.Name(), l.param, err)
+		}
 	}
 	if name == "" || strings.ContainsAny(name, " \t\n") {
 		return nil, fmt.Errorf("%s: %q is not a task name (no spaces; use \":\" for namespaces)", b.Name(), name)
@@ -341,7 +462,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if limit < 0 {
 		return nil, fmt.Errorf("%s: for parameter limit: %d is negative", b.Name(), limit)
 	}
-	if local && (len(roles) > 0 || len(hosts) > 0 || once) {
+	if local && (len(roles) > 0 || lazyRoles.fn != nil || len(hosts) > 0 || once) {
 		return nil, fmt.Errorf("%s: a local task runs once on this machine; it takes no roles, hosts or once", b.Name())
 	}
 	for _, p := range hosts {
@@ -356,6 +477,12 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
 		Release: release, Limit: limit, Batch: runtime.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
 		ForwardAgent: forward, OnFailure: onFailure, Unfiltered: unfiltered, Gate: gate,
+	}
+	if lazyRoles.fn != nil || lazyLimit.fn != nil || lazyBatch.fn != nil || lazyWait.fn != nil {
+		if local {
+			return nil, fmt.Errorf("%s: a local task runs once on this machine; it takes no roles, limit, batch or wait", b.Name())
+		}
+		t.Resolve = s.resolver(name, lazyRoles.fn, lazyLimit.fn, lazyBatch.fn, lazyWait.fn)
 	}
 	switch body := body.(type) {
 	case starlark.Callable:

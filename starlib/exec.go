@@ -33,9 +33,10 @@ var execution = register(&Family{
 		{Name: "local", Sig: "(*argv, sh=None, dir=None, env={}, ok=[0], timeout=None)", Doc: "run a command on this machine (the one running star-deploy); returns like run()", Phase: phaseExec, Fn: builtinRun(modeLocal)},
 		{Name: "sleep", Sig: "(duration)", Doc: `wait, e.g. sleep("10s"); cut short when the run is interrupted`, Phase: phaseExec, Fn: builtinSleep},
 		{Name: "invoke", Sig: "(task)", Doc: "run a task with its hooks, from a local task", Phase: phaseExec, Fn: builtinInvoke},
-		{Name: "on_rollback", Sig: "(fn)", Doc: "register fn(host) to run on this host, newest first, if the run fails later", Phase: phaseExec, Fn: builtinOnRollback},
+		{Name: "on_rollback", Sig: "(fn, keep=False)", Doc: "register fn(host) to run on this host, newest first, if the run fails later; keep=True: clear_rollbacks() does not forget it, so it runs whenever the run fails, even past the commit point (a maintenance page coming down)", Phase: phaseExec, Fn: builtinOnRollback},
 		{Name: "on_exit", Sig: "(fn)", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback)", Phase: phaseExec, Fn: builtinOnExit},
-		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions: what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
+		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions (but those registered with keep=True): what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
+		{Name: "hosts", Sig: "(roles=[], release=False)", Doc: "the hosts of any of roles (every host if none), in declaration order, as -r/-z narrow the run; release=True leaves out no_release hosts", Phase: phaseRun, Fn: builtinHosts},
 		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name", Phase: phaseExec, Fn: builtinResults},
 	},
 })
@@ -331,7 +332,8 @@ func builtinInvoke(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 
 func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var fn starlark.Callable
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn); err != nil {
+	keep := false
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "keep?", &keep); err != nil {
 		return nil, err
 	}
 	if f, ok := fn.(*starlark.Function); ok && f.NumParams() > 1 {
@@ -342,7 +344,7 @@ func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: %s takes the host, but %s is a local task, with no host; give a function without parameters", b.Name(), f.Name(), xc.x.Task.Name)
 	}
 	s := sessionOf(th)
-	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local))
+	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local), keep)
 	return starlark.None, nil
 }
 
@@ -365,6 +367,39 @@ func builtinClearRollbacks(th *starlark.Thread, b *starlark.Builtin, args starla
 	}
 	execOf(th).x.ClearRollbacks()
 	return starlark.None, nil
+}
+
+func builtinHosts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var roles stringList
+	release := false
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "roles?", &roles, "release?", &release); err != nil {
+		return nil, err
+	}
+	eng := runtime.EngineOf(runCtxOf(th))
+	if eng == nil {
+		return nil, fmt.Errorf("%s: no run in progress", b.Name())
+	}
+	hosts, err := eng.Hosts(roles, release)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	s := sessionOf(th)
+	out := make([]starlark.Value, len(hosts))
+	for i, h := range hosts {
+		out[i] = hostValue(s, h)
+	}
+	return starlark.NewList(out), nil
+}
+
+// runCtxOf returns the run's context in a task body or a resolve-phase thread.
+func runCtxOf(th *starlark.Thread) context.Context {
+	if xc := execOf(th); xc != nil {
+		return xc.ctx
+	}
+	if ctx, ok := th.Local(localRunCtx).(context.Context); ok {
+		return ctx
+	}
+	return context.Background()
 }
 
 func builtinResults(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

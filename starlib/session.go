@@ -104,6 +104,9 @@ const (
 	localPhase   = "star-deploy.phase"
 	localFile    = "star-deploy.file"
 	localExec    = "star-deploy.exec"
+	// localRunCtx is the run's context in a resolve-phase thread (task bodies have theirs in
+	// their execCtx).
+	localRunCtx = "star-deploy.runctx"
 )
 
 type phase int
@@ -111,6 +114,12 @@ type phase int
 const (
 	phaseLoad phase = iota + 1
 	phaseExec
+	// phaseResolve is the evaluation of a task's lazy scheduling (roles=, batch=... given as
+	// functions) when the task starts: variables and the run's hosts can be read, but nothing
+	// declared and no command run.
+	phaseResolve
+	// phaseRun marks a builtin for task bodies and lazy scheduling alike (hosts()).
+	phaseRun
 )
 
 // Load reads the Deployfile named by opts.File and every file it loads. Stage files
@@ -177,6 +186,9 @@ func (s *Session) SelectStage(name string) error {
 // names a declared task, and that no function taking the host is hooked to a local task.
 func (s *Session) Finish() error {
 	s.computePrimaries()
+	if err := s.Vars.Validate(); err != nil {
+		return err
+	}
 	if err := s.Config.Check(); err != nil {
 		return err
 	}

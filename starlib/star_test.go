@@ -2,11 +2,13 @@ package starlib_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -349,6 +351,53 @@ task("test_vars", check)
 	}
 }
 
+// TestDeclaredVariablesFromCommandLine checks that NAME=VALUE is converted to the type
+// variable() declares before the Deployfile reads it, and that a value that does not convert is
+// refused when loading ends, as a usage error naming it.
+func TestDeclaredVariablesFromCommandLine(t *testing.T) {
+	const decls = `
+variable("keep", 5, type = "int", min = 1)
+variable("flag", False, type = "bool")
+variable("delay", "10s", type = "duration")
+variable("roles", ["web"], type = "list")
+variable("scm", "git", type = "string", choices = ["git", "copy"])
+variable("command", ["rake"], type = ["string", "list"])
+`
+	file := writeDeployfile(t, decls+`
+load("assert.star", "assert")
+assert.eq(fetch("keep"), 3)
+assert.eq(fetch("flag"), False)
+assert.eq(fetch("delay"), "1m30s")
+assert.eq(fetch("roles"), ["web", "app"])
+assert.eq(fetch("scm"), "copy")
+assert.eq(fetch("command"), "make migrate")
+`)
+	newHarness(t, file, map[string]string{"keep": "3", "flag": "no", "delay": "90", "roles": "web,app", "scm": "copy", "command": "make migrate"})
+
+	for _, tc := range []struct{ name, value, want string }{
+		{"keep", "abc", `keep=abc on the command line: got "abc", want a whole number (at least 1)`},
+		{"keep", "1.5", `keep=1.5 on the command line: got "1.5", want a whole number (at least 1)`},
+		{"keep", "0", `keep=0 on the command line: got 0 (int), want a whole number (at least 1)`},
+		{"keep", "-1", `keep=-1 on the command line: got -1 (int), want a whole number (at least 1)`},
+		{"flag", "maybe", `flag=maybe on the command line: got "maybe", want True or False`},
+		{"delay", "soon", `delay=soon on the command line: got "soon", want a duration such as "10s" or "1m30s"`},
+		{"delay", "-5s", `delay=-5s on the command line: got "-5s", want a duration such as "10s" or "1m30s"`},
+		{"scm", "gti", `scm=gti on the command line: got "gti" (string), want one of "git", "copy" (did you mean "git"?)`},
+	} {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			s, err := starlib.Load(starlib.Options{File: writeDeployfile(t, decls), Vars: map[string]string{tc.name: tc.value}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.Finish()
+			var ue *runtime.UsageError
+			if !errors.As(err, &ue) || err.Error() != tc.want {
+				t.Errorf("Finish: %v (%T)\nwant the usage error %s", err, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestLoadErrors checks mistakes that stop loading or Finish, and that they point at the line.
 func TestLoadErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -379,6 +428,12 @@ func TestLoadErrors(t *testing.T) {
 			`cannot find "lib/nope\.star"`},
 		{"host hook on a local task", "task(\"notify\", lambda: None, local = True)\n\ndef ping(host):\n    pass\n\nafter(\"notify\", ping)\n",
 			`^Deployfile\.star:6:6: after: the hook function ping takes the host, but notify is a local task: it runs once on this machine, with no host; define ping without parameters$`},
+		{"set of the wrong type", "variable(\"keep_releases\", 5, type = \"int\", min = 1)\nset(\"keep_releases\", \"abc\")\n",
+			`^Deployfile\.star:2:4: keep_releases: got "abc" \(string\), want a whole number \(at least 1\) \(declared at Deployfile\.star:1:9\)$`},
+		{"set out of range", "set(\"keep_releases\", 0)\nvariable(\"keep_releases\", 5, type = \"int\", min = 1)\n",
+			`^Deployfile\.star:1:4: keep_releases: got 0 \(int\), want a whole number \(at least 1\)`},
+		{"unknown choice", "variable(\"scm\", \"git\", type = \"string\", choices = [\"git\", \"copy\"])\nset(\"scm\", \"gti\")\n",
+			`^Deployfile\.star:2:4: scm: got "gti" \(string\), want one of "git", "copy" \(did you mean "git"\?\)`},
 		{"syntax error", "task(\"a\", [)\n",
 			`^Deployfile\.star:1:12: got '\)', want primary expression`},
 	} {
@@ -459,6 +514,46 @@ task("ok", ["one", "two"])
 	}
 }
 
+// TestRollbackKept checks on_rollback(fn, keep=True): clear_rollbacks() (a commit point) forgets
+// the other actions but not it, so it still runs when the run fails later; and that a task run
+// in batches is undone batch after batch, the last host first, never two hosts at once.
+func TestRollbackKept(t *testing.T) {
+	file := writeDeployfile(t, `
+server("a", local = True, roles = ["app"])
+server("b", local = True, roles = ["app"])
+server("c", local = True, roles = ["app"])
+
+def log(line):
+    return lambda host: run(sh = "echo %s-%s >> rollback.log" % (line, host.name))
+
+def page(host):
+    on_rollback(log("page"), keep = True)
+
+def release(host):
+    on_rollback(log("release"))
+
+def roll(host):
+    on_rollback(lambda host: run("sh", "-c", "echo start-$0 >> rollback.log; sleep 0.05; echo end-$0 >> rollback.log", host.name))
+
+task("page", page)
+task("release", release)
+task("commit", lambda host: clear_rollbacks())
+task("roll", roll, batch = 1)
+task("boom", lambda host: fail("cleanup failed"), roles = "app", hosts = "a")
+task("deploy", ["page", "release", "commit", "roll", "boom"])
+`)
+	h := newHarness(t, file, nil)
+	if err := h.run("deploy"); err == nil {
+		t.Fatal("deploy succeeded; want boom to fail")
+	}
+	got := strings.Fields(h.read(t, "rollback.log"))
+	want := []string{"start-c", "end-c", "start-b", "end-b", "start-a", "end-a", "page-a", "page-b", "page-c"}
+	slices.Sort(got[6:])
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rollback.log:\n%v\nwant (the roll undone one host at a time, last first; the kept page; no release):\n%v", got, want)
+	}
+}
+
 // TestHelpTable checks that every predeclared builtin is documented and listed by
 // `star-deploy help builtins`.
 func TestHelpTable(t *testing.T) {
@@ -480,11 +575,11 @@ func TestHelpTable(t *testing.T) {
 			t.Errorf("help does not list %s%s:\n%s", b.Name, b.Sig, out)
 		}
 	}
-	// Every name a recipe sees, but struct (Starlark's own), is in the table.
+	// Every name a recipe sees, but the modules (Starlark's own), is in the table.
 	pre := starlib.Predeclared()
 	var seen []string
 	for name := range pre {
-		if name != "struct" {
+		if name != "struct" && name != "time" {
 			seen = append(seen, name)
 		}
 	}

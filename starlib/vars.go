@@ -25,6 +25,12 @@ type Vars struct {
 	vals      map[string]*variable
 	overrides map[string]string
 	redactor  *output.Redactor
+	// specs are the declared variables (variable()), by name, and their names in order.
+	specs     map[string]*VarSpec
+	specOrder []string
+	// badOverrides are NAME=VALUE settings that do not convert to their declared type, reported
+	// by Validate.
+	badOverrides map[string]error
 }
 
 type variable struct {
@@ -46,7 +52,7 @@ type cell struct {
 }
 
 func newVars(overrides map[string]string, r *output.Redactor) *Vars {
-	v := &Vars{vals: map[string]*variable{}, overrides: map[string]string{}, redactor: r}
+	v := &Vars{vals: map[string]*variable{}, overrides: map[string]string{}, redactor: r, specs: map[string]*VarSpec{}, badOverrides: map[string]error{}}
 	for k, val := range overrides {
 		v.overrides[k] = val
 		v.vals[k] = &variable{value: starlark.String(val)}
@@ -190,6 +196,105 @@ func addForms(r *output.Redactor, s string) {
 	}
 }
 
+// declare records spec. A later declaration of the same name replaces it. A value given on the
+// command line is converted to the declared type now, so that the Deployfile sees it converted;
+// one that does not convert stays a string and is reported by Validate.
+func (v *Vars) declare(spec *VarSpec) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.specs[spec.Name]; !ok {
+		v.specOrder = append(v.specOrder, spec.Name)
+	}
+	v.specs[spec.Name] = spec
+	raw, ok := v.overrides[spec.Name]
+	if !ok {
+		return
+	}
+	delete(v.badOverrides, spec.Name)
+	val, err := spec.convert(raw)
+	if err != nil {
+		v.badOverrides[spec.Name] = err
+		val = starlark.String(raw)
+	}
+	val.Freeze()
+	old := v.vals[spec.Name]
+	v.vals[spec.Name] = &variable{value: val, secret: old != nil && old.secret}
+}
+
+// Specs returns the declared variables in the order they were first declared.
+func (v *Vars) Specs() []*VarSpec {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]*VarSpec, 0, len(v.specOrder))
+	for _, n := range v.specOrder {
+		out = append(out, v.specs[n])
+	}
+	return out
+}
+
+// Validate checks every declared variable's value that is not lazy against its declaration, and
+// puts it in the form recipes get (see VarSpec.conform). The first mistake is returned: a value
+// from the command line names it, one from set() carries the position of the set() call.
+func (v *Vars) Validate() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, name := range v.specOrder {
+		spec := v.specs[name]
+		if err, bad := v.badOverrides[name]; bad {
+			return &runtime.UsageError{Msg: fmt.Sprintf("%s=%s on the command line: %v", name, v.overrides[name], err)}
+		}
+		vr, ok := v.vals[name]
+		if !ok || vr.lazy != nil {
+			continue
+		}
+		val, err := spec.conform(vr.value)
+		if err != nil {
+			return &runtime.ConfigError{Pos: vr.pos, Msg: fmt.Sprintf("%s: %v (declared at %s)", name, err, spec.Pos)}
+		}
+		if val != vr.value {
+			val.Freeze()
+			vr.value = val
+		}
+	}
+	return nil
+}
+
+// SetRun sets name while tasks run (set() in a local task): for every host, for the rest of the
+// run. Lazy values evaluated so far are forgotten, so that those derived from name see the new
+// value when next fetched.
+func (v *Vars) SetRun(name string, val starlark.Value, secret bool, pos runtime.Pos) error {
+	v.mu.Lock()
+	spec := v.specs[name]
+	v.mu.Unlock()
+	if spec != nil {
+		if _, lazy := val.(*starlark.Function); !lazy {
+			conformed, err := spec.conform(val)
+			if err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+			val = conformed
+		}
+	}
+	val.Freeze()
+	nv := &variable{value: val, secret: secret, pos: pos}
+	if fn, ok := val.(*starlark.Function); ok {
+		nv.lazy = fn
+	} else if secret {
+		v.redact(val)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.vals[name] = nv
+	for _, other := range v.vals {
+		if other.lazy != nil {
+			other.mu.Lock()
+			other.cells = nil
+			other.mu.Unlock()
+		}
+	}
+	return nil
+}
+
 // isSet reports whether name has a value (from set(), the command line, or star-deploy).
 func (v *Vars) isSet(name string) bool {
 	v.mu.Lock()
@@ -247,6 +352,14 @@ func (v *Vars) Fetch(th *starlark.Thread, name string, h *runtime.Host) (starlar
 		val, err := starlark.Call(th, fn, args, nil)
 		if err != nil {
 			return nil, err
+		}
+		v.mu.Lock()
+		spec := v.specs[name]
+		v.mu.Unlock()
+		if spec != nil {
+			if val, err = spec.conform(val); err != nil {
+				return nil, fmt.Errorf("%s: its lazy value (set at %s): %v", name, vr.pos, err)
+			}
 		}
 		val.Freeze()
 		if vr.secret {
