@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	starlarktime "go.starlark.net/lib/time"
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
 
@@ -245,6 +246,8 @@ func (s *Session) newThread(p phase, file string) *starlark.Thread {
 	}
 	th.SetLocal(localSession, s)
 	th.SetLocal(localPhase, p)
+	// time.now() reads the session's clock: tests fix it, as they fix release_timestamp.
+	starlarktime.SetNow(th, func() (time.Time, error) { return s.opts.Now(), nil })
 	th.SetLocal(localFile, file)
 	if s.opts.OnThread != nil {
 		s.opts.OnThread(th)
