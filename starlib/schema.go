@@ -2,6 +2,7 @@ package starlib
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/output"
 )
 
 // A declared variable (variable()) has a type, and may have a range or a list of choices. Values
@@ -299,4 +301,41 @@ func builtinVariable(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 		s.Vars.Set(name, def, false, spec.Pos)
 	}
 	return starlark.None, nil
+}
+
+// LibraryVariables returns the variables the built-in recipe libraries (@star//...) declare, in
+// the order they declare them, from a session that loads every library and nothing else.
+func LibraryVariables() ([]*VarSpec, error) {
+	s := &Session{
+		Config:  runtime.NewConfig(),
+		Vars:    newVars(nil, nil),
+		Dir:     ".",
+		opts:    Options{Sink: output.Discard, Now: time.Now},
+		modules: map[string]*module{},
+		stages:  map[string]*stageDecl{},
+	}
+	s.Vars.preset("release_timestamp", starlark.String(time.Now().UTC().Format("20060102150405")))
+	for _, lib := range builtinLibraries() {
+		if _, err := s.exec(lib, nil); err != nil {
+			return nil, err
+		}
+	}
+	return s.Vars.Specs(), nil
+}
+
+// WriteVariables writes `star-deploy help variables`: each declared variable with its type,
+// default and purpose, grouped by the file that declares it.
+func WriteVariables(w io.Writer, specs []*VarSpec) {
+	file := ""
+	for _, spec := range specs {
+		if spec.Pos.File != file {
+			file = spec.Pos.File
+			fmt.Fprintf(w, "\n%s\n", file)
+		}
+		def := spec.Default
+		if def == "" {
+			def = "(not set)"
+		}
+		fmt.Fprintf(w, "  %s = %s    [%s]\n      %s\n", spec.Name, def, spec.TypeText(), spec.Doc)
+	}
 }

@@ -44,6 +44,7 @@ const usage = `Usage: star-deploy [flags] [STAGE] TASK... [NAME=VALUE...]
        star-deploy -T [PATTERN]         list tasks
        star-deploy -P TASK              show what TASK runs, with every hook
        star-deploy help builtins        list the recipe language's builtins
+       star-deploy help variables       list the built-in recipes' variables
        star-deploy init [--force]       write a Deployfile and stage files for a new project
 
 Runs the tasks of a Deployfile (Deployfile.star, searched upward from the working
@@ -155,13 +156,22 @@ func help(words []string, stdio IO) int {
 	switch {
 	case len(words) == 0:
 		printUsage(stdio.Stdout, newFlagSet(&Options{}))
-		fmt.Fprintln(stdio.Stdout, "\nHelp topics (star-deploy help TOPIC):\n  builtins  every builtin of the recipe language, with its signature")
+		fmt.Fprintln(stdio.Stdout, "\nHelp topics (star-deploy help TOPIC):\n  builtins   every builtin of the recipe language, with its signature\n  variables  the variables of the built-in recipes, with their defaults")
 		return ExitOK
 	case len(words) == 1 && words[0] == "builtins":
 		starlib.WriteHelp(stdio.Stdout)
 		return ExitOK
+	case len(words) == 1 && words[0] == "variables":
+		specs, err := starlib.LibraryVariables()
+		if err != nil {
+			fmt.Fprintf(stdio.Stderr, "star-deploy: %v\n", err)
+			return ExitFailed
+		}
+		fmt.Fprintln(stdio.Stdout, "The variables of the built-in recipes, with their defaults and types. Set them after load()\nwith set(), or for one run on the command line (NAME=VALUE, converted to the type).")
+		starlib.WriteVariables(stdio.Stdout, specs)
+		return ExitOK
 	}
-	fmt.Fprintf(stdio.Stderr, "star-deploy: no help topic %q; the topics are: builtins\n", strings.Join(words, " "))
+	fmt.Fprintf(stdio.Stderr, "star-deploy: no help topic %q; the topics are: builtins, variables\n", strings.Join(words, " "))
 	return ExitUsage
 }
 
