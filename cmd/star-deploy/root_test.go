@@ -17,7 +17,8 @@ import (
 // points to, through the real command line: it deploys the sample app (testdata/sample-app of
 // branch main) to a temporary deploy_to (NAME=VALUE on the command line wins over the
 // Deployfile's set()), twice, lists the releases and rolls back, checking the server layout, the
-// linked database.yml, revisions.log and the health check's line at each step. It needs the
+// linked database.yml, revisions.log and the health check's line at each step; then puts the
+// maintenance page up and down, and deploys with migrations behind it. It needs the
 // repository's git history: from a tarball checkout, with no branch main, it skips.
 func TestRootDeployfile(t *testing.T) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -100,6 +101,7 @@ func TestRootDeployfile(t *testing.T) {
 			"config/database.yml": "shared/config/database.yml",
 			"log":                 "shared/log",
 			"tmp/pids":            "shared/tmp/pids",
+			"db":                  "shared/db",
 		} {
 			if got, err := os.Readlink(filepath.Join(rel, link)); err != nil || got != filepath.Join(demo, target) {
 				t.Errorf("releases/%s/%s -> %q, %v; want a link to %s", id, link, got, err, filepath.Join(demo, target))
@@ -169,6 +171,33 @@ func TestRootDeployfile(t *testing.T) {
 	want := regexp.MustCompile(`^\S+@\S+ rolled back to release ` + id1 + `$`)
 	if log := revisions(); len(log) != 3 || !want.MatchString(log[2]) {
 		t.Errorf("revisions.log after the rollback:\n%s", strings.Join(log, "\n"))
+	}
+
+	// The maintenance page: up through current/ with the reason, then down.
+	page := filepath.Join(demo, "current/public/system/maintenance.html")
+	star("web:disable", "REASON=a hardware upgrade")
+	if b, err := os.ReadFile(page); err != nil || !strings.Contains(string(b), "offline for a hardware upgrade as of") {
+		t.Errorf("the maintenance page through current/: %q, %v", b, err)
+	}
+	star("web:enable")
+	if _, err := os.Stat(page); !os.IsNotExist(err) {
+		t.Errorf("the maintenance page is still there after web:enable: %v", err)
+	}
+
+	// deploy:migrations: the sample app's migrations run in the new release, before it goes live.
+	waitNextSecond(t, id2)
+	out4 := star("deploy:migrations")
+	id4 := current()
+	checkRelease(id4, out4)
+	migrated := regexp.MustCompile(`(?m)^localhost \| migrated: migrated to ` + sha + ` \(RAILS_ENV=production\)$`)
+	if !migrated.MatchString(out4) || !strings.Contains(out4, "maintenance page up") || !strings.Contains(out4, "maintenance page down") {
+		t.Errorf("deploy:migrations did not migrate behind the page:\n%s", out4)
+	}
+	if b, err := os.ReadFile(filepath.Join(demo, "shared/db/migrations.log")); err != nil || strings.Count(string(b), "\n") != 1 {
+		t.Errorf("shared/db/migrations.log: %q, %v; want one migration", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(demo, "shared/public/system/maintenance.html")); !os.IsNotExist(err) {
+		t.Errorf("the maintenance page is still up after deploy:migrations: %v", err)
 	}
 }
 
