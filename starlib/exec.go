@@ -37,7 +37,7 @@ var execution = register(&Family{
 		{Name: "on_exit", Sig: "(fn)", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback)", Phase: phaseExec, Fn: builtinOnExit},
 		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions (but those registered with keep=True): what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
 		{Name: "hosts", Sig: "(roles=[], release=False)", Doc: "the hosts of any of roles (every host if none), in declaration order, as -r/-z narrow the run; release=True leaves out no_release hosts", Phase: phaseRun, Fn: builtinHosts},
-		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name", Phase: phaseExec, Fn: builtinResults},
+		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name (\"local\" for a local task)", Phase: phaseRun, Fn: builtinResults},
 	},
 })
 
@@ -411,7 +411,11 @@ func builtinResults(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if _, ok := s.Config.Tasks[name]; !ok {
 		return nil, fmt.Errorf("%s: unknown task %q", b.Name(), name)
 	}
-	res := execOf(th).x.Results(name)
+	eng := runtime.EngineOf(runCtxOf(th))
+	if eng == nil {
+		return nil, fmt.Errorf("%s: no run in progress", b.Name())
+	}
+	res := eng.Results(name)
 	keys := make([]string, 0, len(res))
 	for k := range res {
 		keys = append(keys, k)
