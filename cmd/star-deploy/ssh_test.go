@@ -537,15 +537,16 @@ func (h *rigCmds) publishRepo(ts *testscript.TestScript, name, work string) {
 	ts.Setenv(strings.ToUpper(name)+"_HEAD", gitIn(ts, work, "rev-parse", "main"))
 }
 
-// gitrepo implements `gitrepo NAME`: it creates a git repository of two commits on branch main
-// (README, VERSION, CHANGES, bin/hello, public/index.html, public/app.css, config/app.yml.example,
-// log/README)
-// and publishes it on every host, readable by the deploy user, at /srv/star-deploy-e2e/SCRIPT/NAME.git,
-// removed when the script ends. It sets NAME_REPO (NAME in upper case) to that path and
-// NAME_HEAD to the sha of main.
+// gitrepo implements `gitrepo NAME [DIR]`: it creates a git repository of two commits on branch
+// main and publishes it on every host, readable by the deploy user, at
+// /srv/star-deploy-e2e/SCRIPT/NAME.git, removed when the script ends. Its files are those of the
+// folder DIR (such as an example app of the repository: $REPO/testdata/...), or else README,
+// bin/hello, public/index.html, public/app.css, config/app.yml.example and log/README; each
+// commit also writes VERSION (1, then 2) and a line of CHANGES. It sets NAME_REPO (NAME in upper
+// case) to the published path and NAME_HEAD to the sha of main.
 func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: gitrepo NAME")
+	if neg || len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: gitrepo NAME [DIR]")
 	}
 	name := args[0]
 	work, bare := repoPaths(ts, name)
@@ -555,22 +556,26 @@ func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	})
 	ts.Check(os.RemoveAll(work))
-	files := map[string]string{
-		"README":                 name + ": a sample application for star-deploy's end-to-end tests\n",
-		"bin/hello":              "#!/bin/sh\ncd \"$(dirname \"$0\")/..\" && echo \"hello from version $(cat VERSION)\"\n",
-		"public/index.html":      "<h1>" + name + "</h1>\n",
-		"public/app.css":         "h1 { color: teal }\n",
-		"config/app.yml.example": "name: " + name + "\n",
-		"log/README":             "replaced by a link to shared/log on the servers\n",
-	}
-	for file, content := range files {
-		p := filepath.Join(work, file)
-		ts.Check(os.MkdirAll(filepath.Dir(p), 0o755))
-		mode := os.FileMode(0o644)
-		if strings.HasPrefix(file, "bin/") {
-			mode = 0o755
+	if len(args) == 2 {
+		ts.Check(os.CopyFS(work, os.DirFS(ts.MkAbs(args[1]))))
+	} else {
+		files := map[string]string{
+			"README":                 name + ": a sample application for star-deploy's end-to-end tests\n",
+			"bin/hello":              "#!/bin/sh\ncd \"$(dirname \"$0\")/..\" && echo \"hello from version $(cat VERSION)\"\n",
+			"public/index.html":      "<h1>" + name + "</h1>\n",
+			"public/app.css":         "h1 { color: teal }\n",
+			"config/app.yml.example": "name: " + name + "\n",
+			"log/README":             "replaced by a link to shared/log on the servers\n",
 		}
-		ts.Check(os.WriteFile(p, []byte(content), mode))
+		for file, content := range files {
+			p := filepath.Join(work, file)
+			ts.Check(os.MkdirAll(filepath.Dir(p), 0o755))
+			mode := os.FileMode(0o644)
+			if strings.HasPrefix(file, "bin/") {
+				mode = 0o755
+			}
+			ts.Check(os.WriteFile(p, []byte(content), mode))
+		}
 	}
 	gitIn(ts, work, "init", "-q", "-b", "main")
 	commitVersion(ts, work, 1, "first")
@@ -579,11 +584,12 @@ func (h *rigCmds) gitrepo(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(strings.ToUpper(name)+"_REPO", bare)
 }
 
-// gitcommit implements `gitcommit NAME MSG`: it adds a commit MSG to main in repository NAME
-// (made by gitrepo), which bumps VERSION, publishes it and updates NAME_HEAD.
+// gitcommit implements `gitcommit NAME MSG [PATH=CONTENT...]`: it adds a commit MSG to main in
+// repository NAME (made by gitrepo), which bumps VERSION and writes each PATH with CONTENT (a
+// line), publishes it and updates NAME_HEAD.
 func (h *rigCmds) gitcommit(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: gitcommit NAME MSG")
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: gitcommit NAME MSG [PATH=CONTENT...]")
 	}
 	work, _ := repoPaths(ts, args[0])
 	b, err := os.ReadFile(filepath.Join(work, "VERSION"))
@@ -592,6 +598,15 @@ func (h *rigCmds) gitcommit(ts *testscript.TestScript, neg bool, args []string) 
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	ts.Check(err)
+	for _, f := range args[2:] {
+		path, content, ok := strings.Cut(f, "=")
+		if !ok || path == "" || !filepath.IsLocal(path) {
+			ts.Fatalf("gitcommit: %q is not PATH=CONTENT with a path inside the repository", f)
+		}
+		p := filepath.Join(work, path)
+		ts.Check(os.MkdirAll(filepath.Dir(p), 0o755))
+		ts.Check(os.WriteFile(p, []byte(content+"\n"), 0o644))
+	}
 	commitVersion(ts, work, n+1, args[1])
 	h.publishRepo(ts, args[0], work)
 }
