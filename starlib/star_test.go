@@ -630,3 +630,27 @@ func TestHelpTable(t *testing.T) {
 		}
 	}
 }
+
+// TestLibraryVariablesDocumented checks that every variable the built-in recipes declare has a
+// purpose (for help variables) and appears in the README, whose tables users read first.
+func TestLibraryVariablesDocumented(t *testing.T) {
+	specs, err := starlib.LibraryVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) < 20 {
+		t.Fatalf("only %d variables declared by the built-in recipes", len(specs))
+	}
+	for _, spec := range specs {
+		if strings.TrimSpace(spec.Doc) == "" {
+			t.Errorf("%s (%s) has no doc", spec.Name, spec.Pos)
+		}
+		if !strings.Contains(string(readme), "`"+spec.Name+"`") {
+			t.Errorf("%s (%s) is not in the README", spec.Name, spec.Pos)
+		}
+	}
+}
