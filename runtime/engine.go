@@ -34,9 +34,14 @@ type Engine struct {
 	// Now and Sleep replace time.Now and a context-aware sleep (tests use a fake clock).
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Hard, when set, is the context rollback actions run under: cancelling it (a second
-	// interrupt) abandons them. When nil they run to completion.
+	// Hard, when set, is the context rollback and exit actions and the on_failure tasks run
+	// under: cancelling it (a third interrupt) abandons all that is left of them, each reported as
+	// left undone. When nil they run to completion.
 	Hard context.Context
+	// Hurry, when set, delivers requests to cut short what the failure path is doing at the moment
+	// (a second interrupt): the rollback and exit actions running then are stopped, each reported
+	// as left undone, and the actions after them still run; the on_failure tasks are skipped.
+	Hurry <-chan struct{}
 
 	mu        sync.Mutex
 	conns     map[*Host]*conn
@@ -49,7 +54,55 @@ type Engine struct {
 	// failurePath is set while the on_failure tasks run: best effort, every host and every hook.
 	failurePath bool
 	results     map[string]map[string]any
+
+	// running holds the cancel functions of the actions running now, for Hurry; hurried is set
+	// once Hurry has been received.
+	running map[*context.CancelCauseFunc]bool
+	hurried bool
+	// undone lists what the failure path or the exit actions left undone, per host, for the
+	// run's error: see UndoneError.
+	undone []Undone
 }
+
+// Undone is a rollback or exit action that did not finish: it failed, or an interrupt cut it
+// short or abandoned it.
+type Undone struct {
+	Host string
+	Task string
+	// What says what is left and how to finish it by hand: the action's description, or the
+	// command it was running.
+	What string
+	Why  string
+}
+
+// UndoneError is the error of a run that left work undone: Err (nil when the run itself
+// succeeded, but an exit action did not), and what to finish by hand.
+type UndoneError struct {
+	Err    error
+	Undone []Undone
+}
+
+func (e *UndoneError) Error() string {
+	var b strings.Builder
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+		b.WriteString("\n")
+	}
+	b.WriteString("left undone, to finish by hand:")
+	for _, u := range e.Undone {
+		fmt.Fprintf(&b, "\n  %s: %s (%s, %s)", u.Host, u.What, u.Task, u.Why)
+	}
+	return b.String()
+}
+
+func (e *UndoneError) Unwrap() error { return e.Err }
+
+// errHurried is the cause of an action cut short by Hurry; errAbandoned of one that Hard's end
+// stopped or kept from starting.
+var (
+	errHurried   = errors.New("cut short by a second interrupt")
+	errAbandoned = errors.New("abandoned by a third interrupt")
+)
 
 type conn struct {
 	mu   sync.Mutex
@@ -73,6 +126,9 @@ type action struct {
 	// that is not part of what a commit point makes final (a maintenance page).
 	keep bool
 	seq  int // registration order across hosts
+	// desc says what the action does, as a user would finish it by hand (a command), for the
+	// report of an action that did not finish.
+	desc string
 }
 
 func (a *actions) add(h *Host, act action) {
@@ -208,6 +264,7 @@ func (e *Engine) Run(ctx context.Context, names []string) (err error) {
 	}
 	e.emit(output.Event{Kind: output.RunStart, Text: strings.Join(names, " "), Hosts: all})
 	var failed []string
+	stopHurry := e.watchHurry()
 	defer func() {
 		if err != nil {
 			failed = failedHosts(err)
@@ -215,7 +272,11 @@ func (e *Engine) Run(ctx context.Context, names []string) (err error) {
 			e.runFailureTasks()
 		}
 		e.runActions(&e.exits, output.Debug, "exit action of", "exit action failed")
+		stopHurry()
 		e.closeAll()
+		if len(e.undone) > 0 {
+			err = &UndoneError{Err: err, Undone: e.undone}
+		}
 		ev := output.Event{Kind: output.RunEnd, Duration: e.now().Sub(start), Hosts: all, Failed: failed}
 		if err != nil {
 			ev.Text = err.Error()
@@ -599,11 +660,70 @@ func (e *Engine) closeAll() {
 }
 
 // addAction records fn on h in list (the rollbacks or the exit actions).
-func (e *Engine) addAction(list *actions, h *Host, t *Task, fn Body, keep bool) {
+func (e *Engine) addAction(list *actions, h *Host, t *Task, act action) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.seq++
-	list.add(h, action{task: t, fn: fn, step: e.step, keep: keep, seq: e.seq})
+	act.task, act.step, act.seq = t, e.step, e.seq
+	list.add(h, act)
+}
+
+// watchHurry cuts short the actions running whenever Hurry delivers, until the returned function
+// is called.
+func (e *Engine) watchHurry() (stop func()) {
+	if e.Hurry == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-e.Hurry:
+				e.mu.Lock()
+				e.hurried = true
+				for cancel := range e.running {
+					(*cancel)(errHurried)
+				}
+				e.mu.Unlock()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// actionContext returns the context an action runs under: ctx, cut short by Hurry; release must
+// be called when the action is over.
+func (e *Engine) actionContext(ctx context.Context) (context.Context, func()) {
+	actx, cancel := context.WithCancelCause(ctx)
+	e.mu.Lock()
+	if e.running == nil {
+		e.running = map[*context.CancelCauseFunc]bool{}
+	}
+	e.running[&cancel] = true
+	e.mu.Unlock()
+	return actx, func() {
+		e.mu.Lock()
+		delete(e.running, &cancel)
+		e.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// leftUndone records and reports an action that did not finish on h.
+func (e *Engine) leftUndone(h *Host, a action, why string, lastCommand string) {
+	what := a.desc
+	if what == "" && lastCommand != "" {
+		what = "it was running: " + lastCommand
+	}
+	if what == "" {
+		what = "its " + a.task.Name + " action"
+	}
+	e.mu.Lock()
+	e.undone = append(e.undone, Undone{Host: h.Name, Task: a.task.Name, What: what, Why: why})
+	e.mu.Unlock()
+	e.emit(output.Event{Kind: output.Warn, Task: a.task.Name, Host: h.Name, Text: "left undone: " + what + " (" + why + ")"})
 }
 
 // runActions runs the actions of list, newest first, and empties it. They run a task run at a
@@ -656,16 +776,32 @@ func (e *Engine) runActions(list *actions, kind output.Kind, doing, failed strin
 				if a.step != step {
 					continue
 				}
+				if ctx.Err() != nil {
+					e.leftUndone(h, a, errAbandoned.Error(), "")
+					continue
+				}
 				e.emit(output.Event{Kind: kind, Task: a.task.Name, Host: h.Name, Text: doing + " " + a.task.Name})
-				tr, err := e.transport(ctx, h)
+				actx, release := e.actionContext(ctx)
+				last := ""
+				tr, err := e.transport(actx, h)
 				if err == nil {
 					x := e.newExec(a.task, h, tr)
 					x.rollingBack = true
-					err = a.fn(ctx, x)
+					err = a.fn(actx, x)
 					x.flush()
+					last = x.lastCommand
 				}
-				if err != nil {
+				cause := context.Cause(actx)
+				release()
+				switch {
+				case err == nil:
+				case ctx.Err() != nil:
+					e.leftUndone(h, a, errAbandoned.Error(), last)
+				case errors.Is(cause, errHurried):
+					e.leftUndone(h, a, errHurried.Error(), last)
+				default:
 					e.emit(output.Event{Kind: output.HostError, Task: a.task.Name, Host: h.Name, Text: failed + ": " + err.Error()})
+					e.leftUndone(h, a, "it failed", last)
 				}
 			}
 		}
@@ -700,9 +836,17 @@ func (e *Engine) runFailureTasks() {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// A second interrupt skips them (they are notifications, not clean-up), or cuts them short.
+	ctx, release := e.actionContext(ctx)
+	defer release()
 	e.mu.Lock()
 	e.failurePath = true
+	hurried := e.hurried
 	e.mu.Unlock()
+	if hurried && len(names) > 0 {
+		e.emit(output.Event{Kind: output.Warn, Text: "skipped after the second interrupt: " + strings.Join(names, ", ")})
+		return
+	}
 	defer func() {
 		e.mu.Lock()
 		e.failurePath = false
@@ -715,6 +859,10 @@ func (e *Engine) runFailureTasks() {
 		}
 		seen[name] = true
 		if err := e.Invoke(ctx, name); err != nil {
+			if ctx.Err() != nil {
+				e.emit(output.Event{Kind: output.Warn, Task: name, Text: "on_failure task " + name + " " + context.Cause(ctx).Error()})
+				continue
+			}
 			e.emit(output.Event{Kind: output.Warn, Task: name, Text: "on_failure task " + name + " failed: " + err.Error()})
 		}
 	}
@@ -759,6 +907,7 @@ type Exec struct {
 	engine      *Engine
 	out, errw   *output.LineWriter
 	rollingBack bool
+	lastCommand string
 }
 
 func (e *Engine) newExec(t *Task, h *Host, tr transport.Transport) *Exec {
@@ -774,8 +923,12 @@ func (x *Exec) flush() {
 	x.errw.Flush()
 }
 
-// Emit reports an event of this host and task.
+// Emit reports an event of this host and task. A command is also remembered, for the report of
+// an action cut short (see Engine.leftUndone).
 func (x *Exec) Emit(kind output.Kind, text string) {
+	if kind == output.Command {
+		x.lastCommand = text
+	}
 	x.engine.emit(output.Event{Kind: kind, Task: x.Task.Name, Host: x.Host.Name, Text: text})
 }
 
@@ -783,22 +936,24 @@ func (x *Exec) Emit(kind output.Kind, text string) {
 func (x *Exec) Flush() { x.flush() }
 
 // OnRollback registers fn to run on this host if the run fails later. With keep, ClearRollbacks
-// does not forget it: it runs whenever the run fails, even past the commit point. Actions
-// registered while rolling back are ignored.
-func (x *Exec) OnRollback(fn Body, keep bool) {
+// does not forget it: it runs whenever the run fails, even past the commit point. desc says what
+// it does, as a user would do it by hand, for the report of an action that did not finish.
+// Actions registered while rolling back are ignored.
+func (x *Exec) OnRollback(fn Body, keep bool, desc string) {
 	if x.rollingBack {
 		return
 	}
-	x.engine.addAction(&x.engine.rollbacks, x.Host, x.Task, fn, keep)
+	x.engine.addAction(&x.engine.rollbacks, x.Host, x.Task, action{fn: fn, keep: keep, desc: desc})
 }
 
 // OnExit registers fn to run on this host when the run ends, whether it succeeded, failed or was
 // interrupted (after any rollback), newest first: for releasing what the run holds, such as a lock.
-func (x *Exec) OnExit(fn Body) {
+// desc is as for OnRollback.
+func (x *Exec) OnExit(fn Body, desc string) {
 	if x.rollingBack {
 		return
 	}
-	x.engine.addAction(&x.engine.exits, x.Host, x.Task, fn, false)
+	x.engine.addAction(&x.engine.exits, x.Host, x.Task, action{fn: fn, desc: desc})
 }
 
 // ClearRollbacks forgets this host's rollback actions, but those registered with keep: what

@@ -811,3 +811,31 @@ task("deploy", ["web:disable", "update", "check"])
 		}
 	}
 }
+
+// TestPrintedSymlinkIsWhatRan: the command symlink() prints (for -v and -n) is the one the host
+// ran, temporary name included, with sudo too.
+func TestPrintedSymlinkIsWhatRan(t *testing.T) {
+	r := load(t, writeDeployfile(t, `
+server("web1")
+def switch(host):
+    symlink("/srv/releases/2", "/srv/current")
+    symlink("/srv/releases/3", "/srv/current", sudo = True)
+task("switch", switch)
+`), nil)
+	if err := r.run(runtime.Filter{}, "switch"); err != nil {
+		t.Fatal(err)
+	}
+	var printed []string
+	for _, e := range r.events {
+		if e.Kind == output.Command {
+			printed = append(printed, e.Text)
+		}
+	}
+	var ran []string
+	for _, c := range r.hosts["web1"].Commands() {
+		ran = append(ran, c.Line)
+	}
+	if len(ran) != 2 || strings.Join(printed, "\n") != strings.Join(ran, "\n") {
+		t.Errorf("printed:\n%s\nran:\n%s", strings.Join(printed, "\n"), strings.Join(ran, "\n"))
+	}
+}

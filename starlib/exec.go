@@ -33,8 +33,8 @@ var execution = register(&Family{
 		{Name: "local", Sig: "(*argv, sh=None, dir=None, env={}, ok=[0], timeout=None)", Doc: "run a command on this machine (the one running star-deploy); returns like run()", Phase: phaseExec, Fn: builtinRun(modeLocal)},
 		{Name: "sleep", Sig: "(duration)", Doc: `wait, e.g. sleep("10s"); cut short when the run is interrupted`, Phase: phaseExec, Fn: builtinSleep},
 		{Name: "invoke", Sig: "(task)", Doc: "run a task with its hooks, from a local task", Phase: phaseExec, Fn: builtinInvoke},
-		{Name: "on_rollback", Sig: "(fn, keep=False)", Doc: "register fn(host) to run on this host, newest first, if the run fails later; keep=True: clear_rollbacks() does not forget it, so it runs whenever the run fails, even past the commit point (a maintenance page coming down)", Phase: phaseExec, Fn: builtinOnRollback},
-		{Name: "on_exit", Sig: "(fn)", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback)", Phase: phaseExec, Fn: builtinOnExit},
+		{Name: "on_rollback", Sig: "(fn, keep=False, desc=\"\")", Doc: "register fn(host) to run on this host, newest first, if the run fails later; keep=True: clear_rollbacks() does not forget it, so it runs whenever the run fails, even past the commit point (a maintenance page coming down); desc says what it does, as one would do it by hand, for the report of an action that could not finish", Phase: phaseExec, Fn: builtinOnRollback},
+		{Name: "on_exit", Sig: "(fn, desc=\"\")", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback); desc as for on_rollback", Phase: phaseExec, Fn: builtinOnExit},
 		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions (but those registered with keep=True): what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
 		{Name: "hosts", Sig: "(roles=[], release=False)", Doc: "the hosts of any of roles (every host if none), in declaration order, as -r/-z narrow the run; release=True leaves out no_release hosts", Phase: phaseRun, Fn: builtinHosts},
 		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name (\"local\" for a local task)", Phase: phaseRun, Fn: builtinResults},
@@ -333,7 +333,8 @@ func builtinInvoke(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var fn starlark.Callable
 	keep := false
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "keep?", &keep); err != nil {
+	desc := ""
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "keep?", &keep, "desc?", &desc); err != nil {
 		return nil, err
 	}
 	if f, ok := fn.(*starlark.Function); ok && f.NumParams() > 1 {
@@ -344,20 +345,21 @@ func builtinOnRollback(th *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: %s takes the host, but %s is a local task, with no host; give a function without parameters", b.Name(), f.Name(), xc.x.Task.Name)
 	}
 	s := sessionOf(th)
-	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local), keep)
+	xc.x.OnRollback(s.taskBody(fn, xc.x.Task.Local), keep, desc)
 	return starlark.None, nil
 }
 
 func builtinOnExit(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var fn starlark.Callable
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn); err != nil {
+	desc := ""
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "fn", &fn, "desc?", &desc); err != nil {
 		return nil, err
 	}
 	xc := execOf(th)
 	if f, ok := fn.(*starlark.Function); ok && f.NumParams() > 1 {
 		return nil, fmt.Errorf("%s: %s takes %d parameters; an exit action takes the host, or nothing", b.Name(), f.Name(), f.NumParams())
 	}
-	xc.x.OnExit(sessionOf(th).taskBody(fn, xc.x.Task.Local))
+	xc.x.OnExit(sessionOf(th).taskBody(fn, xc.x.Task.Local), desc)
 	return starlark.None, nil
 }
 
@@ -521,8 +523,9 @@ func builtinSymlink(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		return nil, err
 	}
 	xc := execOf(th)
-	xc.x.Emit(output.Command, transport.SymlinkLine(target, link))
-	if err := transport.Symlink(xc.ctx, xc.x.Transport, target, link, fileOpts(xc, sudo, user)); err != nil {
+	opts := fileOpts(xc, sudo, user)
+	opts.Show = func(line string) { xc.x.Emit(output.Command, line) }
+	if err := transport.Symlink(xc.ctx, xc.x.Transport, target, link, opts); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Name(), err)
 	}
 	return starlark.None, nil

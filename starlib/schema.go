@@ -3,6 +3,8 @@ package starlib
 import (
 	"fmt"
 	"io"
+	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +45,8 @@ var varTypes = map[string]string{
 	"int":      "a whole number",
 	"bool":     "True or False",
 	"duration": `a duration such as "10s" or "1m30s"`,
+	"name":     `a name of letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)`,
+	"path":     "a path, which .. does not lead out of",
 	"list":     "a list of strings",
 	"dict":     "a dict",
 	"any":      "any value",
@@ -113,6 +117,16 @@ func conformTo(typ string, v starlark.Value) (starlark.Value, bool) {
 	case "string":
 		_, ok := v.(starlark.String)
 		return v, ok
+	case "name":
+		str, ok := v.(starlark.String)
+		return v, ok && nameRE.MatchString(string(str))
+	case "path":
+		str, ok := v.(starlark.String)
+		if !ok {
+			return nil, false
+		}
+		clean, ok := cleanPath(string(str))
+		return starlark.String(clean), ok
 	case "int":
 		_, ok := v.(starlark.Int)
 		return v, ok
@@ -147,6 +161,33 @@ func conformTo(typ string, v starlark.Value) (starlark.Value, bool) {
 		}
 	}
 	return nil, false
+}
+
+// nameRE is what a "name" variable accepts: something safe in a file name and a shell word.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// cleanPath returns p with "//", "." and ".." worked out, as path.Clean does, and whether it is
+// a path at all: not empty, and not one whose ".." leads out of where it starts ("/a/../.." or
+// "../x").
+func cleanPath(p string) (string, bool) {
+	if strings.TrimSpace(p) == "" || strings.ContainsRune(p, 0) {
+		return p, false
+	}
+	clean := path.Clean(p)
+	depth := 0
+	for _, part := range strings.Split(p, "/") {
+		switch part {
+		case "", ".":
+		case "..":
+			depth--
+		default:
+			depth++
+		}
+		if depth < 0 {
+			return p, false
+		}
+	}
+	return clean, true
 }
 
 // splitList turns "web, app db" into ["web", "app", "db"].
@@ -192,6 +233,12 @@ func (spec *VarSpec) convert(s string) (starlark.Value, error) {
 		switch t {
 		case "string", "any":
 			v = starlark.String(s)
+		case "name", "path":
+			out, ok := conformTo(t, starlark.String(s))
+			if !ok {
+				continue
+			}
+			v = out
 		case "int":
 			n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 			if err != nil {

@@ -4,6 +4,7 @@
 package starlib
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -50,7 +51,19 @@ type Options struct {
 	// file, running a stage function, a task body, a hook or a rollback action) before it runs
 	// anything. Tests use it to attach starlarktest's reporter.
 	OnThread func(*starlark.Thread)
+
+	// Context, when set, stops loading when it is cancelled (an interrupt): the error says where
+	// the evaluation was.
+	Context context.Context
+	// MaxLoadSteps bounds the Starlark steps of evaluating each file and stage function, so that
+	// an endless loop at the top of a Deployfile fails, naming its line, instead of hanging. Zero
+	// means DefaultMaxLoadSteps.
+	MaxLoadSteps uint64
 }
+
+// DefaultMaxLoadSteps is the default of Options.MaxLoadSteps: some hundred times what a
+// Deployfile of a thousand hosts and fifty tasks takes (a second or two of evaluation).
+const DefaultMaxLoadSteps = 100_000_000
 
 // Session is one run's recipe state: the configuration being declared, variables, loaded modules
 // and stages. It is reached from Starlark threads through thread locals, never through globals.
@@ -173,9 +186,10 @@ func (s *Session) SelectStage(name string) error {
 	}
 	s.Vars.preset("stage", starlark.String(name))
 	if st.fn != nil {
-		th := s.newThread(phaseLoad, st.pos.File)
+		th, done := s.loadThread(st.pos.File)
+		defer done()
 		if _, err := starlark.Call(th, st.fn, nil, nil); err != nil {
-			return loadError(err)
+			return s.loadFailure(th, err)
 		}
 		return nil
 	}
@@ -255,6 +269,49 @@ func (s *Session) newThread(p phase, file string) *starlark.Thread {
 	return th
 }
 
+// loadThread returns a thread for evaluating file (or a stage function) at load time, with the
+// step budget and stopped by Options.Context; done must be called when it is finished.
+func (s *Session) loadThread(file string) (*starlark.Thread, func()) {
+	th := s.newThread(phaseLoad, file)
+	th.SetMaxExecutionSteps(s.maxLoadSteps())
+	if s.opts.Context == nil {
+		return th, func() {}
+	}
+	stop := context.AfterFunc(s.opts.Context, func() { th.Cancel("interrupted") })
+	return th, func() { stop() }
+}
+
+func (s *Session) maxLoadSteps() uint64 {
+	if s.opts.MaxLoadSteps > 0 {
+		return s.opts.MaxLoadSteps
+	}
+	return DefaultMaxLoadSteps
+}
+
+// loadFailure turns the error of load-time evaluation on th into a LoadError; one that ran out of
+// steps says so, with what to do.
+func (s *Session) loadFailure(th *starlark.Thread, err error) error {
+	le := loadError(err)
+	l, ok := le.(*LoadError)
+	if !ok {
+		return le
+	}
+	// Starlark's own words are replaced; the position and the traceback (which names the
+	// function and where it was called, when the position within it is not known) stay.
+	var ee *starlark.EvalError
+	if !errors.As(err, &ee) {
+		return le
+	}
+	switch {
+	case s.opts.Context != nil && s.opts.Context.Err() != nil && strings.Contains(ee.Msg, "cancelled"):
+		return &LoadError{Msg: strings.Replace(l.Msg, ee.Msg, "interrupted while loading, here", 1), Err: err}
+	case th.ExecutionSteps() >= s.maxLoadSteps() && strings.Contains(ee.Msg, "too many steps"):
+		msg := fmt.Sprintf("evaluation stopped after %d steps: an endless loop, or far more work than a Deployfile does while loading? (a Deployfile that really needs more can raise the limit: --max-load-steps)", s.maxLoadSteps())
+		return &LoadError{Msg: strings.Replace(l.Msg, ee.Msg, msg, 1), Err: err}
+	}
+	return le
+}
+
 // info reports a message printed at load time or by a task.
 func (s *Session) info(th *starlark.Thread, kind output.Kind, msg string) {
 	if x := execOf(th); x != nil {
@@ -310,12 +367,13 @@ func (s *Session) exec(path string, chain []string) (starlark.StringDict, error)
 		}
 	}
 	disp := s.display(key)
-	th := s.newThread(phaseLoad, key)
+	th, done := s.loadThread(key)
+	defer done()
 	th.SetLocal(localChain, append(append([]string(nil), chain...), key))
 	opts := &syntax.FileOptions{Set: true, While: true, TopLevelControl: true, GlobalReassign: true, Recursion: true}
 	globals, err := starlark.ExecFileOptions(opts, th, disp, src, predeclared())
 	if err != nil {
-		err = loadError(err)
+		err = s.loadFailure(th, err)
 	}
 	m.globals, m.err, m.loading = globals, err, false
 	return globals, err

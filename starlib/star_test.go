@@ -362,6 +362,8 @@ variable("delay", "10s", type = "duration")
 variable("roles", ["web"], type = "list")
 variable("scm", "git", type = "string", choices = ["git", "copy"])
 variable("command", ["rake"], type = ["string", "list"])
+variable("app", "shop", type = "name")
+variable("deploy_to", "/srv/shop", type = "path")
 `
 	file := writeDeployfile(t, decls+`
 load("assert.star", "assert")
@@ -371,8 +373,9 @@ assert.eq(fetch("delay"), "1m30s")
 assert.eq(fetch("roles"), ["web", "app"])
 assert.eq(fetch("scm"), "copy")
 assert.eq(fetch("command"), "make migrate")
+assert.eq(fetch("deploy_to"), "/srv/apps/shop")
 `)
-	newHarness(t, file, map[string]string{"keep": "3", "flag": "no", "delay": "90", "roles": "web,app", "scm": "copy", "command": "make migrate"})
+	newHarness(t, file, map[string]string{"keep": "3", "flag": "no", "delay": "90", "roles": "web,app", "scm": "copy", "command": "make migrate", "deploy_to": "/srv/apps/./x/../shop/"})
 
 	for _, tc := range []struct{ name, value, want string }{
 		{"keep", "abc", `keep=abc on the command line: got "abc", want a whole number (at least 1)`},
@@ -383,6 +386,8 @@ assert.eq(fetch("command"), "make migrate")
 		{"delay", "soon", `delay=soon on the command line: got "soon", want a duration such as "10s" or "1m30s"`},
 		{"delay", "-5s", `delay=-5s on the command line: got "-5s", want a duration such as "10s" or "1m30s"`},
 		{"scm", "gti", `scm=gti on the command line: got "gti" (string), want one of "git", "copy" (did you mean "git"?)`},
+		{"app", "shop/../../etc", `app=shop/../../etc on the command line: got "shop/../../etc", want a name of letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)`},
+		{"deploy_to", "/srv/../..", `deploy_to=/srv/../.. on the command line: got "/srv/../..", want a path, which .. does not lead out of`},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			s, err := starlib.Load(starlib.Options{File: writeDeployfile(t, decls), Vars: map[string]string{tc.name: tc.value}})

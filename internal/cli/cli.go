@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -36,9 +34,6 @@ const (
 
 // Version is set at build time.
 var Version = "dev"
-
-// errInterrupted is the cause of a run cancelled by SIGINT or SIGTERM.
-var errInterrupted = errors.New("interrupted")
 
 const usage = `Usage: star-deploy [flags] [STAGE] TASK... [NAME=VALUE...]
        star-deploy -T [PATTERN]         list tasks
@@ -78,6 +73,9 @@ type Options struct {
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
 	MaxConnecting  int
+	MaxLoadSteps   uint64
+	AliveInterval  string
+	AliveCountMax  int
 	Version        bool
 	Words          []string
 	Settings       map[string]string
@@ -181,7 +179,8 @@ func printUsage(w io.Writer, fs *pflag.FlagSet) {
 	fs.PrintDefaults()
 }
 
-var settingRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)=(.*)$`)
+// settingRE matches a NAME=VALUE word; the value may hold anything, newlines included.
+var settingRE = regexp.MustCompile(`(?s)^([A-Za-z_][A-Za-z0-9_]*)=(.*)$`)
 
 func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	o := &Options{Settings: map[string]string{}}
@@ -189,8 +188,13 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fs, err
 	}
-	if o.ConnectTimeout < 0 || o.CommandTimeout < 0 || o.MaxConnecting < 0 {
-		return nil, fs, errors.New("--connect-timeout, --command-timeout and --max-connecting cannot be negative")
+	if o.ConnectTimeout < 0 || o.CommandTimeout < 0 || o.MaxConnecting < 0 || o.AliveCountMax < 0 {
+		return nil, fs, errors.New("--connect-timeout, --command-timeout, --max-connecting and --server-alive-count-max cannot be negative")
+	}
+	if o.AliveInterval != "" {
+		if d, err := time.ParseDuration(o.AliveInterval); (err != nil && o.AliveInterval != "0") || d < 0 {
+			return nil, fs, fmt.Errorf("--server-alive-interval: %q is not a duration such as 15s (0 for none)", o.AliveInterval)
+		}
 	}
 	if o.Verbose && o.Quiet {
 		return nil, fs, errors.New("-v and -q cannot be used together")
@@ -236,7 +240,10 @@ func newFlagSet(o *Options) *pflag.FlagSet {
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "give up connecting to a host after this long (default 10s)")
 	fs.DurationVar(&o.CommandTimeout, "command-timeout", time.Hour, "end any remote command still running after this long, unless its task or run() sets a timeout; 0 for no limit")
 	fs.IntVar(&o.MaxConnecting, "max-connecting", 0, "at most this many connection attempts at once, across hosts (default 32)")
+	fs.StringVar(&o.AliveInterval, "server-alive-interval", "", "probe each connection this often (`DURATION`; 0 for never), as ssh_config's ServerAliveInterval (default: ssh_config's, else 15s)")
+	fs.IntVar(&o.AliveCountMax, "server-alive-count-max", 0, "give a host up after this many unanswered probes in a row, as ssh_config's ServerAliveCountMax (default: ssh_config's, else 3)")
 	fs.StringVar(&o.LockWait, "lock-wait", "", "when the deploy lock is held, wait up to `DURATION` for it (sets lock_wait)")
+	fs.Uint64Var(&o.MaxLoadSteps, "max-load-steps", starlib.DefaultMaxLoadSteps, "stop evaluating a Deployfile file after this many Starlark `STEPS` (an endless loop)")
 	fs.BoolVar(&o.Force, "force", false, "with init: overwrite the files it writes if they exist")
 	fs.BoolVarP(&o.Help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.Version, "version", false, "print the version")
@@ -334,21 +341,25 @@ func run(o *Options, stdio IO, redactor *output.Redactor) (err error) {
 	sinks = append(sinks, ended)
 	sink := output.Redacting(redactor, output.Multi(sinks...))
 
+	intr := newInterrupter(stdio.Interrupts, sink)
+	defer intr.stop()
 	sess, err := starlib.Load(starlib.Options{
-		File:       file,
-		Vars:       o.Settings,
-		SearchPath: filepath.SplitList(os.Getenv("STAR_DEPLOY_PATH")),
-		Sink:       sink,
-		Redactor:   redactor,
+		File:         file,
+		Vars:         o.Settings,
+		SearchPath:   filepath.SplitList(os.Getenv("STAR_DEPLOY_PATH")),
+		Sink:         sink,
+		Redactor:     redactor,
+		Context:      intr.ctx,
+		MaxLoadSteps: o.MaxLoadSteps,
 	})
 	if err != nil {
-		return loadFailed(err)
+		return intr.wrap(loadFailed(err))
 	}
 	words := o.Words
 	if stages := sess.Stages(); len(stages) > 0 {
 		if len(words) > 0 && contains(stages, words[0]) {
 			if err := sess.SelectStage(words[0]); err != nil {
-				return loadFailed(err)
+				return intr.wrap(loadFailed(err))
 			}
 			words = words[1:]
 		} else if !o.Tasks && (o.Prereqs == "" || len(words) > 0) {
@@ -409,37 +420,13 @@ func run(o *Options, stdio IO, redactor *output.Redactor) (err error) {
 		}
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	hard, hardCancel := context.WithCancel(context.Background())
-	defer hardCancel()
-	sigs := stdio.Interrupts
-	if sigs == nil {
-		ch := make(chan os.Signal, 2)
-		signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-		defer signal.Stop(ch)
-		sigs = ch
-	}
-	go func() {
-		select {
-		case <-sigs:
-		case <-ctx.Done():
-			return
-		}
-		sink.Emit(output.Event{Kind: output.Warn, Text: "interrupted: stopping commands and rolling back (interrupt again to abandon the rollback)"})
-		cancel(errInterrupted)
-		select {
-		case <-sigs:
-			hardCancel()
-		case <-hard.Done():
-		}
-	}()
-
+	intr.running.Store(true)
 	eng := &runtime.Engine{
 		Config: cfg,
 		Filter: filter,
 		Sink:   sink,
-		Hard:   hard,
+		Hard:   intr.hard,
+		Hurry:  intr.hurry,
 		Local:  &transport.Local{Dir: sess.Dir},
 	}
 	if o.DryRun {
@@ -454,14 +441,12 @@ func run(o *Options, stdio IO, redactor *output.Redactor) (err error) {
 		}
 		eng.Connect = connect
 	}
-	err = eng.Run(ctx, words)
-	hardCancel()
+	err = eng.Run(intr.ctx, words)
+	intr.stop()
 	if plan != nil {
 		plan.print(stdio.Stdout)
 	}
-	if err != nil && context.Cause(ctx) == errInterrupted {
-		err = fmt.Errorf("%w: %w", errInterrupted, err)
-	}
+	err = intr.wrap(err)
 	if err != nil && ended.seen.Load() {
 		// The run's closing summary has shown the error.
 		err = &reportedError{err}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -224,41 +225,61 @@ func waitFor(stop <-chan struct{}, path string) bool {
 	return false
 }
 
-// TestInterruptTwiceAbandonsRollback checks the two steps of Ctrl-C: the first stops the
-// commands and starts the rollback, the second abandons the rollback; the exit code is 130.
-func TestInterruptTwiceAbandonsRollback(t *testing.T) {
-	df := writeDeployfile(t, `
-server("a", local = True)
-
-def work(host):
-    on_rollback(lambda host: run("sh", "-c", "touch rollback-started; sleep 60; touch rollback-finished"))
-    run("sh", "-c", "touch work-started; sleep 60; touch work-finished")
-    run("touch", "work-next")
-
-task("work", work)
-`)
-	dir := filepath.Dir(df)
-	sigs := make(chan os.Signal)
-	stop := make(chan struct{})
-	interrupter := make(chan string, 1)
+// interruptAt sends an interrupt on sigs each time one of markers (files in dir) appears, in
+// order, waiting past interruptDebounce after the previous one so that it counts on its own. It
+// returns a channel that says what went wrong, if anything, and is closed when it is done; stop
+// ends it early.
+func interruptAt(sigs chan<- os.Signal, stop <-chan struct{}, dir string, markers ...string) <-chan string {
+	problems := make(chan string, 1)
 	go func() {
-		defer close(interrupter)
-		for _, marker := range []string{"work-started", "rollback-started"} {
+		defer close(problems)
+		for i, marker := range markers {
 			if !waitFor(stop, filepath.Join(dir, marker)) {
-				interrupter <- marker + " did not appear"
+				problems <- marker + " did not appear"
 				return
+			}
+			if i > 0 {
+				time.Sleep(2 * interruptDebounce)
 			}
 			select {
 			case sigs <- os.Interrupt:
 			case <-stop:
-				interrupter <- "the run ended before the interrupt after " + marker
+				problems <- "the run ended before the interrupt after " + marker
 				return
 			}
 		}
 	}()
+	return problems
+}
+
+// interruptDeployfile is a run whose work and rollback take a minute each, marking where they are,
+// with a second rollback action and an exit action that are quick.
+const interruptDeployfile = `
+server("a", local = True)
+
+def work(host):
+    on_rollback(lambda host: run("touch", "rollback-quick"), desc = "touch rollback-quick")
+    on_rollback(lambda host: run("sh", "-c", "touch rollback-started; sleep 60; touch rollback-finished"))
+    on_exit(lambda host: run("touch", "exit-done"), desc = "touch exit-done")
+    run("sh", "-c", "touch work-started; sleep 60; touch work-finished")
+    run("touch", "work-next")
+
+task("work", work)
+`
+
+// TestInterruptTwiceCutsRollbackStepShort checks the first two steps of Ctrl-C: the first stops
+// the commands and starts the rollback; the second cuts short the rollback action running then,
+// which is reported as left undone with the command it was running, and the rest still runs (the
+// other rollback action, the exit action). The exit code is 130.
+func TestInterruptTwiceCutsRollbackStepShort(t *testing.T) {
+	df := writeDeployfile(t, interruptDeployfile)
+	dir := filepath.Dir(df)
+	sigs := make(chan os.Signal)
+	stop := make(chan struct{})
+	problems := interruptAt(sigs, stop, dir, "work-started", "rollback-started")
 	code, out, errOut := runMain(t, IO{Interrupts: sigs}, "-f", df, "work")
 	close(stop)
-	if msg, ok := <-interrupter; ok {
+	if msg, ok := <-problems; ok {
 		t.Error(msg)
 	}
 	if code != ExitInterrupted {
@@ -269,7 +290,135 @@ task("work", work)
 			t.Errorf("%s exists: the interrupted command went on", f)
 		}
 	}
-	if !strings.Contains(out, "interrupted: stopping commands and rolling back") {
-		t.Errorf("output does not say it was interrupted:\n%s", out)
+	for _, f := range []string{"rollback-quick", "exit-done"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: the rest of the rollback and the exit actions must still run after the second interrupt", f)
+		}
+	}
+	for _, want := range []string{
+		"interrupted: stopping commands and rolling back",
+		"second interrupt: cutting short the step running now",
+		"error: left undone, to finish by hand:\nerror:   a: it was running: sh -c 'touch rollback-started; sleep 60; touch rollback-finished' (work, cut short by a second interrupt)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestInterruptThreeTimesAbandonsAll: the third interrupt abandons what is left, the exit action
+// included, and each is listed as left undone with its description.
+func TestInterruptThreeTimesAbandonsAll(t *testing.T) {
+	df := writeDeployfile(t, strings.Replace(interruptDeployfile, `run("touch", "rollback-quick")`, `run("sh", "-c", "touch rollback-slow; sleep 60")`, 1))
+	dir := filepath.Dir(df)
+	sigs := make(chan os.Signal)
+	stop := make(chan struct{})
+	problems := interruptAt(sigs, stop, dir, "work-started", "rollback-started", "rollback-slow")
+	code, out, _ := runMain(t, IO{Interrupts: sigs}, "-f", df, "work")
+	close(stop)
+	if msg, ok := <-problems; ok {
+		t.Error(msg)
+	}
+	if code != ExitInterrupted {
+		t.Errorf("exit %d, want %d", code, ExitInterrupted)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "exit-done")); err == nil {
+		t.Errorf("the exit action ran after the third interrupt")
+	}
+	for _, want := range []string{
+		"third interrupt: abandoning what is left",
+		"error:   a: touch rollback-quick (work, abandoned by a third interrupt)",
+		"error:   a: touch exit-done (work, abandoned by a third interrupt)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestDoubleSignalIsOneInterrupt: two signals at once (`timeout -s INT` signals the process, then
+// its group) are one interrupt: the rollback runs whole.
+func TestDoubleSignalIsOneInterrupt(t *testing.T) {
+	df := writeDeployfile(t, `
+server("a", local = True)
+
+def work(host):
+    on_rollback(lambda host: run("sh", "-c", "sleep 0.3; touch rollback-finished"))
+    run("sh", "-c", "touch work-started; sleep 60")
+
+task("work", work)
+`)
+	dir := filepath.Dir(df)
+	sigs := make(chan os.Signal, 2)
+	go func() {
+		if waitFor(nil, filepath.Join(dir, "work-started")) {
+			sigs <- os.Interrupt
+			sigs <- os.Interrupt
+		}
+	}()
+	code, out, _ := runMain(t, IO{Interrupts: sigs}, "-f", df, "work")
+	if code != ExitInterrupted {
+		t.Errorf("exit %d, want %d", code, ExitInterrupted)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rollback-finished")); err != nil {
+		t.Errorf("the rollback was cut short by the second of two simultaneous signals:\n%s", out)
+	}
+	if strings.Contains(out, "second interrupt") {
+		t.Errorf("two simultaneous signals counted as two interrupts:\n%s", out)
+	}
+}
+
+// TestLoadStepBudget: an endless loop at the top of a Deployfile stops with an error naming its
+// line and the flag that raises the limit (exit 2); the limit can be set.
+func TestLoadStepBudget(t *testing.T) {
+	df := writeDeployfile(t, `
+def spin():
+    n = 0
+    while True:
+        n += 1
+
+spin()
+`)
+	code, out, errOut := runMain(t, IO{}, "-f", df, "--max-load-steps", "100000", "-T")
+	if code != ExitUsage {
+		t.Errorf("exit %d, want %d", code, ExitUsage)
+	}
+	want := regexp.MustCompile(`^star-deploy: \S*Deployfile\.star:\d+:\d+: evaluation stopped after 100000 steps: an endless loop, or far more work than a Deployfile does while loading\? \(a Deployfile that really needs more can raise the limit: --max-load-steps\)\nTraceback \(most recent call last\):\n  \S*Deployfile\.star:7:5: in <toplevel>\n  \S*Deployfile\.star:\d+:\d+: in spin\n$`)
+	if !want.MatchString(errOut) || out != "" {
+		t.Errorf("stdout:\n%s\nstderr:\n%s\nwant %s", out, errOut, want)
+	}
+	// A Deployfile within the limit loads.
+	df = writeDeployfile(t, "for i in range(1000):\n    pass\nserver(\"a\", local = True)\ntask(\"t\", lambda host: None, desc = \"t\")\n")
+	if code, out, errOut := runMain(t, IO{}, "-f", df, "--max-load-steps", "100000", "-T"); code != 0 {
+		t.Errorf("exit %d: %s%s", code, out, errOut)
+	}
+}
+
+// TestInterruptWhileLoading: Ctrl-C during an endless loop at load time exits 130 saying where
+// the evaluation was.
+func TestInterruptWhileLoading(t *testing.T) {
+	df := writeDeployfile(t, "def spin():\n    x = 0\n    while True:\n        x += 1\n\nspin()\n")
+	sigs := make(chan os.Signal, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond) // any time during the loop will do
+		sigs <- os.Interrupt
+	}()
+	code, _, errOut := runMain(t, IO{Interrupts: sigs}, "-f", df, "--max-load-steps", "100000000000", "-T")
+	if code != ExitInterrupted {
+		t.Errorf("exit %d, want %d; stderr:\n%s", code, ExitInterrupted, errOut)
+	}
+	if !regexp.MustCompile(`^star-deploy: interrupted: \S*Deployfile\.star:\d+:\d+: interrupted while loading, here\nTraceback \(most recent call last\):\n  \S*Deployfile\.star:6:5: in <toplevel>\n  \S*Deployfile\.star:\d+:\d+: in spin\n$`).MatchString(errOut) {
+		t.Errorf("stderr:\n%s", errOut)
+	}
+}
+
+// TestSettingWithNewline: a NAME=VALUE word whose value holds a newline is a setting, not a task.
+func TestSettingWithNewline(t *testing.T) {
+	o, _, err := parse([]string{"deploy", "REASON=line one\nline two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Words) != 1 || o.Words[0] != "deploy" || o.Settings["REASON"] != "line one\nline two" {
+		t.Errorf("words %q, settings %q", o.Words, o.Settings)
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/star-deploy/star-deploy/runtime"
 	"github.com/star-deploy/star-deploy/runtime/output"
@@ -25,6 +26,14 @@ func dialer(o *Options, strict string, sink output.Sink) (*sshx.Dialer, error) {
 		ConnectTimeout:   o.ConnectTimeout,
 		CommandTimeout:   o.CommandTimeout,
 		MaxDialsInFlight: o.MaxConnecting,
+		KeepAliveMax:     o.AliveCountMax,
+	}
+	switch d, _ := time.ParseDuration(o.AliveInterval); {
+	case o.AliveInterval == "":
+	case d == 0:
+		opts.KeepAliveInterval = -1 // none
+	default:
+		opts.KeepAliveInterval = d
 	}
 	if o.AcceptNew {
 		opts.StrictHostKeyChecking = "accept-new"

@@ -179,9 +179,9 @@ func newClient(d *Dialer, ep *endpoint, conn *ssh.Client, via *hop) *Client {
 		c.mu.Unlock()
 		close(c.gone)
 	}()
-	if d.opts.KeepAliveInterval > 0 {
+	if ep.keepAliveInterval > 0 {
 		c.wg.Add(1)
-		go keepAlive(conn, d.opts.KeepAliveInterval, d.opts.KeepAliveMax, c.closing, c.gone, &c.wg, func(err error) {
+		go keepAlive(conn, ep.keepAliveInterval, ep.keepAliveMax, c.closing, c.gone, &c.wg, func(err error) {
 			c.mu.Lock()
 			if c.lost == nil {
 				c.lost = err

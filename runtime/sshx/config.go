@@ -35,6 +35,10 @@ type endpoint struct {
 
 	connectTimeout time.Duration
 	forwardAgent   bool
+
+	// keepAliveInterval (none when not positive) and keepAliveMax: see Options.
+	keepAliveInterval time.Duration
+	keepAliveMax      int
 }
 
 // addr is the host:port connected to, also the name host keys are checked under.
@@ -239,6 +243,31 @@ func (d *Dialer) resolve(alias, hostname, user string, port int) (*endpoint, err
 				return nil, fmt.Errorf("%s: bad timeout %q", where("ConnectTimeout"), v)
 			}
 			ep.connectTimeout = time.Duration(n) * time.Second
+		}
+	}
+
+	// Keepalives: the options' (flags'), else ssh_config's ServerAliveInterval (seconds; 0 turns
+	// them off, as in OpenSSH) and ServerAliveCountMax, else the defaults.
+	ep.keepAliveInterval = d.opts.KeepAliveInterval
+	if ep.keepAliveInterval == 0 {
+		ep.keepAliveInterval = DefaultKeepAliveInterval
+		if v := c.get(alias, "ServerAliveInterval"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("%s: bad interval %q (want whole seconds, 0 for none)", where("ServerAliveInterval"), v)
+			}
+			ep.keepAliveInterval = time.Duration(n) * time.Second
+		}
+	}
+	ep.keepAliveMax = d.opts.KeepAliveMax
+	if ep.keepAliveMax <= 0 {
+		ep.keepAliveMax = DefaultKeepAliveMax
+		if v := c.get(alias, "ServerAliveCountMax"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("%s: bad count %q (want a whole number of at least 1)", where("ServerAliveCountMax"), v)
+			}
+			ep.keepAliveMax = n
 		}
 	}
 	return ep, nil

@@ -43,12 +43,6 @@ func NewDialer(opts Options) (*Dialer, error) {
 	default:
 		return nil, fmt.Errorf("sshx: bad StrictHostKeyChecking %q (want yes, accept-new or no)", opts.StrictHostKeyChecking)
 	}
-	if opts.KeepAliveInterval == 0 {
-		opts.KeepAliveInterval = DefaultKeepAliveInterval
-	}
-	if opts.KeepAliveMax <= 0 {
-		opts.KeepAliveMax = DefaultKeepAliveMax
-	}
 	if opts.MaxDialsInFlight <= 0 {
 		opts.MaxDialsInFlight = DefaultMaxDialsInFlight
 	}
@@ -360,11 +354,11 @@ func (d *Dialer) dialHop(ctx context.Context, h *hop) {
 			d.hopMu.Unlock()
 			close(h.gone)
 		}()
-		if d.opts.KeepAliveInterval > 0 {
+		if h.ep.keepAliveInterval > 0 {
 			// A jump host whose path died would otherwise never be noticed: the connections
 			// through it would wait for it forever.
 			h.wg.Add(1)
-			go keepAlive(client, d.opts.KeepAliveInterval, d.opts.KeepAliveMax, nil, h.gone, &h.wg, func(err error) {
+			go keepAlive(client, h.ep.keepAliveInterval, h.ep.keepAliveMax, nil, h.gone, &h.wg, func(err error) {
 				h.lostMu.Lock()
 				h.lost = err
 				h.lostMu.Unlock()

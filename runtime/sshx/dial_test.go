@@ -912,3 +912,74 @@ func TestAgentForwardingPerCommand(t *testing.T) {
 		t.Errorf("a command without ForwardAgent sees %q", stdout)
 	}
 }
+
+// TestResolveKeepAlive: ssh_config's ServerAliveInterval and ServerAliveCountMax set how soon a
+// silent host is given up on; 0 turns keepalives off, as in OpenSSH; the options (flags) win;
+// bad values are errors naming the line.
+func TestResolveKeepAlive(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "config")
+	writeFile(t, cfg, `
+Host wan
+  ServerAliveInterval 5
+  ServerAliveCountMax 4
+Host quiet
+  ServerAliveInterval 0
+Host bad
+  ServerAliveInterval soon
+Host badcount
+  ServerAliveCountMax 0
+`)
+	d, err := NewDialer(Options{ConfigFile: cfg, AgentSocket: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		alias    string
+		interval time.Duration
+		max      int
+	}{
+		{"wan", 5 * time.Second, 4},
+		{"quiet", 0, DefaultKeepAliveMax},
+		{"plain", DefaultKeepAliveInterval, DefaultKeepAliveMax},
+	} {
+		ep, err := d.resolve(tc.alias, "", "", 0)
+		if err != nil || ep.keepAliveInterval != tc.interval || ep.keepAliveMax != tc.max {
+			t.Errorf("resolve(%s): keepalive %v x %d, %v; want %v x %d", tc.alias, ep.keepAliveInterval, ep.keepAliveMax, err, tc.interval, tc.max)
+		}
+	}
+	for _, alias := range []string{"bad", "badcount"} {
+		if _, err := d.resolve(alias, "", "", 0); err == nil || !strings.Contains(err.Error(), "ServerAlive") {
+			t.Errorf("resolve(%s) = %v, want an error naming the setting", alias, err)
+		}
+	}
+
+	d, err = NewDialer(Options{ConfigFile: cfg, AgentSocket: "none", KeepAliveInterval: 2 * time.Second, KeepAliveMax: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep, err := d.resolve("wan", "", "", 0); err != nil || ep.keepAliveInterval != 2*time.Second || ep.keepAliveMax != 7 {
+		t.Errorf("resolve(wan) with options: %v x %d, %v; want the options' 2s x 7", ep.keepAliveInterval, ep.keepAliveMax, err)
+	}
+}
+
+// TestKeepAliveFromSSHConfig: a host that stops answering keepalives is given up on after the
+// ServerAliveInterval x ServerAliveCountMax of ssh_config (1s x 1 here), not the default 45s.
+func TestKeepAliveFromSSHConfig(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, withSilentKeepalive())
+	cfg := filepath.Join(t.TempDir(), "config")
+	writeFile(t, cfg, "Host 127.0.0.1\n  ServerAliveInterval 1\n  ServerAliveCountMax 1\n")
+	c := connect(t, s, func(o *Options) {
+		o.NoConfig = false
+		o.ConfigFile = cfg
+	})
+	select {
+	case <-c.gone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection was not given up on after ssh_config's keepalives")
+	}
+	if _, _, _, err := run(t, c, "true", nil); !errors.Is(err, ErrConnectionLost) {
+		t.Errorf("Run = %v, want ErrConnectionLost", err)
+	}
+}

@@ -68,7 +68,9 @@ type Options struct {
 	CommandTimeout time.Duration
 	// KeepAliveInterval is how often the connection is probed with a keepalive request, as
 	// with ServerAliveInterval; it is closed once a probe has gone unanswered for KeepAliveMax
-	// intervals. Zero means 15s and 3; a negative interval sends none.
+	// intervals, so a host that died is noticed after about their product. Zero means
+	// ssh_config's ServerAliveInterval and ServerAliveCountMax for the host, else 15s and 3; a
+	// negative interval sends none.
 	KeepAliveInterval time.Duration
 	KeepAliveMax      int
 	// MaxDialsInFlight bounds the connection attempts made at the same time, across all hosts.

@@ -40,6 +40,9 @@ type FileOpts struct {
 	// Stdout and Stderr, when set, receive the remote side's output as it arrives. Download keeps
 	// standard output for the data and ignores Stdout.
 	Stdout, Stderr io.Writer
+	// Show, when set, is given the command line an operation runs, just before it runs it
+	// (Symlink), so that a printed command is the one that ran.
+	Show func(line string)
 }
 
 // wrap returns the shell line that runs line on the host with the options' identity.
@@ -620,18 +623,23 @@ func removeTree(p string) error {
 // symbolic link under a temporary name beside link, then renames it over link with GNU
 // `mv -T`, so that link always exists and resolves to either the old or the new target. An
 // existing symbolic link (even to a directory) or file at link is replaced; an existing directory
-// is an error. On failure the temporary link is removed and the line's status is non-zero; it
-// never exits the shell, so it can be part of a longer line. Each call chooses a new random
-// temporary name.
+// is an error. On failure the temporary link is removed and the line's status is non-zero; so it
+// is when the line is stopped by a signal (an interrupted run, a lost connection: HUP, INT or
+// TERM) between the two steps. It runs in a subshell and never exits the shell, so it can be part
+// of a longer line. Each call chooses a new random temporary name: build the line once, and run
+// the line that is shown (see Symlink).
 func SymlinkLine(target, link string) string {
 	dst := path.Clean(link)
 	tmp := path.Join(path.Dir(dst), tempBase(path.Base(dst), tempSuffix()))
-	return shell.Join([]string{"ln", "-s", "--", target, tmp}) + " && " +
+	rm := shell.Join([]string{"rm", "-f", "--", tmp})
+	return "( trap " + shell.Quote(rm+"; exit 1") + " HUP INT TERM; " +
+		shell.Join([]string{"ln", "-s", "--", target, tmp}) + " && " +
 		shell.Join([]string{"mv", "-f", "-T", "--", tmp, dst}) +
-		" || { " + shell.Join([]string{"rm", "-f", "--", tmp}) + "; false; }"
+		" || { " + rm + "; false; }; )"
 }
 
-// Symlink runs SymlinkLine(target, link) on the host.
+// Symlink points link at target on the host (see SymlinkLine). The exact line it runs is passed
+// to opt.Show first, when that is set, so that what is printed is what ran.
 func Symlink(ctx context.Context, t Transport, target, link string, opt FileOpts) error {
 	if _, _, err := remoteTemp(link, ""); err != nil {
 		return fmt.Errorf("symlink %s -> %s: %w", link, target, err)
@@ -639,7 +647,11 @@ func Symlink(ctx context.Context, t Transport, target, link string, opt FileOpts
 	if target == "" {
 		return fmt.Errorf("symlink %s -> %s: empty target", link, target)
 	}
-	cmd := Command{Line: opt.wrap(SymlinkLine(target, link)), Stdout: opt.Stdout, Stderr: opt.Stderr}
+	line := opt.wrap(SymlinkLine(target, link))
+	if opt.Show != nil {
+		opt.Show(line)
+	}
+	cmd := Command{Line: line, Stdout: opt.Stdout, Stderr: opt.Stderr}
 	if _, err := RunChecked(ctx, t, cmd, nil); err != nil {
 		return fmt.Errorf("symlink %s -> %s: %w", link, target, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/star-deploy/star-deploy/runtime/shell"
 )
@@ -581,9 +582,61 @@ func TestSymlinkLine(t *testing.T) {
 	onlyEntries(t, filepath.Join(dir, "sub"), "realdir")
 }
 
+// TestSymlinkLineStoppedBySignal stops the line between its two steps (a run interrupted, a
+// connection lost: its process group gets TERM or HUP): the temporary link is removed, link is
+// untouched, and the line fails.
+func TestSymlinkLineStoppedBySignal(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "bin")
+			mkdir(t, bin, 0o755)
+			// A mv that hangs: the line is caught between ln and mv.
+			if err := os.WriteFile(filepath.Join(bin, "mv"), []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("releases/1", filepath.Join(dir, "current")); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sh", "-c", SymlinkLine("releases/2", "current"))
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			// Wait returns once every process of the line has closed this pipe: the subshell whose
+			// trap removes the temporary link outlives the sh it runs in.
+			var errb strings.Builder
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if m, _ := filepath.Glob(filepath.Join(dir, ".current.star-deploy-*")); len(m) == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the temporary link never appeared")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond) // into the hanging mv
+			if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err == nil {
+				t.Errorf("the stopped line succeeded (stderr: %s)", errb.String())
+			}
+			onlyEntries(t, dir, "bin", "current")
+			if got, _ := os.Readlink(filepath.Join(dir, "current")); got != "releases/1" {
+				t.Errorf("current -> %q, want the old releases/1", got)
+			}
+		})
+	}
+}
+
 func TestSymlinkLineIsQuoted(t *testing.T) {
 	line := SymlinkLine("a b", "/srv/app/current")
-	if !strings.HasPrefix(line, "ln -s -- 'a b' /srv/app/.current.star-deploy-") {
+	if !strings.HasPrefix(line, "( trap ") || !strings.Contains(line, "; ln -s -- 'a b' /srv/app/.current.star-deploy-") {
 		t.Errorf("line = %q", line)
 	}
 	out, err := exec.Command("sh", "-n", "-c", line).CombinedOutput()

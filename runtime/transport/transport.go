@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -59,8 +60,12 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
+	msg := fmt.Sprintf("command exited with status %d", e.Result.Code)
 	if e.Result.Signal != "" {
-		return fmt.Sprintf("command killed by signal %s", e.Result.Signal)
+		msg = fmt.Sprintf("command killed by signal %s", e.Result.Signal)
 	}
-	return fmt.Sprintf("command exited with status %d", e.Result.Code)
+	if s := strings.TrimRight(e.Stderr, "\n"); s != "" {
+		msg += "\nstderr:\n  " + strings.ReplaceAll(s, "\n", "\n  ")
+	}
+	return msg
 }
