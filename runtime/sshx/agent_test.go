@@ -287,4 +287,14 @@ func TestAgentForwardingOnlyWhileAsked(t *testing.T) {
 	}
 	cancel()
 	<-done
+
+	// A second command that asks, on the same connection: the server (as sshd does) refuses a
+	// second request, and the command still has the agent granted to the first.
+	if _, err := os.Stat("/usr/bin/ssh-add"); err == nil {
+		var stdout strings.Builder
+		res, err := c.Run(context.Background(), transport.Command{Line: "ssh-add -l", Stdout: &stdout, ForwardAgent: true})
+		if err != nil || res.Code != 0 || !strings.Contains(stdout.String(), "ED25519") {
+			t.Errorf("a second forwarding command: %+v, %q, %v", res, stdout.String(), err)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type Client struct {
 	via            *hop // the jump host connection, if any
 	dialer         *Dialer
 	commandTimeout time.Duration
+	hostKey        ssh.PublicKey // the server's key, as checked when connecting
 
 	mu      sync.Mutex
 	running int // sessions open, the probes' included
@@ -41,6 +43,9 @@ type Client struct {
 	fwdOnce sync.Once // registers the agent forwarding handler for commands that ask for it
 	fwdErr  error
 
+	agentReq     sync.Mutex // serialises the requests for agent forwarding
+	agentGranted bool       // the host granted one (see requestAgent)
+
 	// sessions counts the goroutines of the sessions opened (output copiers, request readers),
 	// for tests: they end once the channel is closed at both ends, or the connection is gone.
 	sessions sync.WaitGroup
@@ -54,7 +59,17 @@ type Client struct {
 	once    sync.Once
 }
 
-var _ transport.Transport = (*Client)(nil)
+var _ transport.PeerTransport = (*Client)(nil)
+
+// Peer implements transport.PeerTransport: the server this connection reached, with the host key
+// it presented and known_hosts vouched for (unless StrictHostKeyChecking is no).
+func (c *Client) Peer() transport.Peer {
+	p := transport.Peer{User: c.ep.user, Hostname: c.ep.host, Port: c.ep.port, Verified: c.ep.strict != "no"}
+	if c.hostKey != nil {
+		p.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(c.hostKey)))
+	}
+	return p
+}
 
 // forwarding makes the connection able to forward the local agent: done at dial time for a host
 // that asked for it, and here, once, for the first command that asks (a task's forward_agent).
@@ -88,6 +103,26 @@ func (c *Client) forwarding() error {
 }
 
 const agentChannel = "auth-agent@openssh.com"
+
+// requestAgent asks the host to forward the agent to the session of ch. OpenSSH grants this once
+// a connection: the agent socket it then makes serves every later session of the connection
+// (they all get SSH_AUTH_SOCK), and it refuses any further request. A refusal after a grant is
+// thus no refusal: the session has the agent (and serveAgent still lets the host use it only
+// while a command that asked for it runs).
+func (c *Client) requestAgent(ch ssh.Channel) error {
+	c.agentReq.Lock()
+	defer c.agentReq.Unlock()
+	ok, err := ch.SendRequest("auth-agent-req@openssh.com", true, nil)
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		c.agentGranted = true
+	case !c.agentGranted:
+		return errors.New("the host refused it (is AllowAgentForwarding off in its sshd_config?)")
+	}
+	return nil
+}
 
 // useAgent records that a command which asked for agent forwarding runs, until the returned
 // function is called.

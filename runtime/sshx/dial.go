@@ -121,7 +121,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Client, error) {
 	if via != nil {
 		viaClient = via.client
 	}
-	conn, err := d.connect(ctx, viaClient, ep)
+	conn, key, err := d.connect(ctx, viaClient, ep)
 	if err != nil {
 		if via != nil {
 			d.releaseHop(via)
@@ -138,12 +138,15 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Client, error) {
 			return fail(fmt.Errorf("agent forwarding: %w", err))
 		}
 	}
-	return newClient(d, ep, conn, via), nil
+	c := newClient(d, ep, conn, via)
+	c.hostKey = key
+	return c, nil
 }
 
 // connect makes one SSH connection to ep: directly, or through the connection via. The connect
-// timeout bounds all of it, the agent's part included.
-func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*ssh.Client, error) {
+// timeout bounds all of it, the agent's part included. It returns the host key the server
+// presented, as checked.
+func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*ssh.Client, ssh.PublicKey, error) {
 	addr := ep.addr()
 	cctx, cancel := context.WithTimeoutCause(ctx, ep.connectTimeout,
 		fmt.Errorf("%w: %s: no answer within %s", ErrUnreachable, addr, ep.connectTimeout))
@@ -151,22 +154,31 @@ func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*s
 	a := d.authFor(cctx, ep)
 	defer a.close()
 	if ctx.Err() != nil {
-		return nil, ctxError(ctx)
+		return nil, nil, ctxError(ctx)
 	}
 	if err := a.agent.failure(ep); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(a.signers) == 0 {
-		return nil, &authError{user: ep.user, addr: addr, notes: a.notes}
+		return nil, nil, &authError{user: ep.user, addr: addr, notes: a.notes}
 	}
 	algos, err := d.keys.algorithms(ep)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	check := d.keys.callback(ep)
+	var seen ssh.PublicKey
+	keyCheck := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		if err := check(hostname, remote, key); err != nil {
+			return err
+		}
+		seen = key
+		return nil
 	}
 	cfg := &ssh.ClientConfig{
 		User:              ep.user,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(a.signers...)},
-		HostKeyCallback:   d.keys.callback(ep),
+		HostKeyCallback:   keyCheck,
 		HostKeyAlgorithms: algos,
 	}
 
@@ -178,9 +190,9 @@ func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*s
 	}
 	if err != nil {
 		if cctx.Err() != nil {
-			return nil, connectCtxError(ctx, cctx)
+			return nil, nil, connectCtxError(ctx, cctx)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	// The handshake has no context of its own: closing the connection is what stops it.
 	stop := context.AfterFunc(cctx, func() { conn.Close() })
@@ -191,21 +203,21 @@ func (d *Dialer) connect(ctx context.Context, via *ssh.Client, ep *endpoint) (*s
 		}
 		if ctx.Err() == nil {
 			if aerr := a.agent.failure(ep); aerr != nil {
-				return nil, aerr
+				return nil, nil, aerr
 			}
 		}
-		return nil, connectCtxError(ctx, cctx)
+		return nil, nil, connectCtxError(ctx, cctx)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctxError(ctx)
+			return nil, nil, ctxError(ctx)
 		}
 		if aerr := a.agent.failure(ep); aerr != nil {
-			return nil, aerr
+			return nil, nil, aerr
 		}
-		return nil, handshakeError(err, ep, a)
+		return nil, nil, handshakeError(err, ep, a)
 	}
-	return ssh.NewClient(c, chans, reqs), nil
+	return ssh.NewClient(c, chans, reqs), seen, nil
 }
 
 // connectCtxError is the error of a connection attempt that cctx, a child of the caller's ctx
@@ -333,7 +345,7 @@ func (d *Dialer) dialHop(ctx context.Context, h *hop) {
 	if h.parent != nil {
 		via = h.parent.client
 	}
-	client, err := d.connect(ctx, via, h.ep)
+	client, _, err := d.connect(ctx, via, h.ep)
 	if err != nil {
 		err = fmt.Errorf("jump host %s: %w", h.ep.alias, err)
 	}

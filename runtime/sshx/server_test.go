@@ -61,6 +61,10 @@ type testServer struct {
 	forwarded  int                   // direct-tcpip channels
 	procs      map[int]chan struct{} // process group -> closed when its shell has been reaped
 	lastSignal string
+	// agentSocks holds the forwarded agent's socket of each connection that asked for one. As
+	// sshd does, the server grants agent forwarding once a connection, and every session of the
+	// connection started after that sees the socket.
+	agentSocks map[*ssh.ServerConn]string
 }
 
 type serverOpt func(*testServer)
@@ -277,7 +281,6 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release f
 		return
 	}
 	defer ch.Close()
-	var env []string
 	var cmd *exec.Cmd
 	exited := make(chan struct{})
 	for req := range reqs {
@@ -290,7 +293,12 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release f
 			}
 			cmd = exec.Command("/bin/sh", "-c", p.Command)
 			cmd.Dir = s.dir
-			cmd.Env = append(os.Environ(), env...)
+			cmd.Env = os.Environ()
+			s.mu.Lock()
+			if sock := s.agentSocks[conn]; sock != "" {
+				cmd.Env = append(cmd.Env, "SSH_AUTH_SOCK="+sock)
+			}
+			s.mu.Unlock()
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 			cmd.Stdout = ch
 			cmd.Stderr = ch.Stderr()
@@ -356,12 +364,24 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release f
 			_ = syscall.Kill(-cmd.Process.Pid, sig)
 			_ = req.Reply(true, nil)
 		case "auth-agent-req@openssh.com":
+			s.mu.Lock()
+			granted := s.agentSocks[conn] != ""
+			s.mu.Unlock()
+			if granted {
+				_ = req.Reply(false, nil) // sshd: once a connection
+				continue
+			}
 			sock, err := s.forwardAgent(conn)
 			if err != nil {
 				_ = req.Reply(false, nil)
 				continue
 			}
-			env = append(env, "SSH_AUTH_SOCK="+sock)
+			s.mu.Lock()
+			if s.agentSocks == nil {
+				s.agentSocks = map[*ssh.ServerConn]string{}
+			}
+			s.agentSocks[conn] = sock
+			s.mu.Unlock()
 			_ = req.Reply(true, nil)
 		default:
 			_ = req.Reply(false, nil)

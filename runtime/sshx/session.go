@@ -89,10 +89,7 @@ func (c *Client) Run(ctx context.Context, cmd transport.Command) (transport.Resu
 		if err := c.forwarding(); err != nil {
 			return transport.Result{}, fmt.Errorf("ssh %s: agent forwarding: %w", c.ep.alias, err)
 		}
-		if ok, err := ch.SendRequest("auth-agent-req@openssh.com", true, nil); err != nil || !ok {
-			if err == nil {
-				err = errors.New("the host refused it")
-			}
+		if err := c.requestAgent(ch); err != nil {
 			return transport.Result{}, fmt.Errorf("ssh %s: agent forwarding: %w", c.ep.alias, err)
 		}
 	}

@@ -43,6 +43,25 @@ type Command struct {
 	ForwardAgent bool
 }
 
+// Peer is the SSH server a transport reached, as this machine reached it and checked it: what a
+// host needs to reach the same server itself, trusting the same host key (the two-phase deploy's
+// app servers fetch from an intermediate host this way, never trusting a key on first use).
+type Peer struct {
+	User     string
+	Hostname string // the name or address connected to (as the jump host reached it, if any)
+	Port     int
+	// HostKey is the server's host key in known_hosts form, "TYPE BASE64".
+	HostKey string
+	// Verified is false when the key was not checked (StrictHostKeyChecking no).
+	Verified bool
+}
+
+// PeerTransport is a Transport that reaches its host over SSH and can say how (see Peer).
+type PeerTransport interface {
+	Transport
+	Peer() Peer
+}
+
 // Result is how a command that ran ended.
 type Result struct {
 	Code   int    // exit status; -1 when it was ended by a signal
