@@ -499,10 +499,14 @@ func (e *Engine) runTask(ctx context.Context, n *Node) error {
 			}
 		}
 		batch := hosts[i:min(i+size, len(hosts))]
-		failures = e.runBatch(ctx, t, batch)
-		if len(failures) > 0 {
+		failed := e.runBatch(ctx, t, batch)
+		failures = append(failures, failed...)
+		if len(failed) > 0 && (!t.BestEffort || ctx.Err() != nil) {
 			break
 		}
+	}
+	if t.BestEffort && len(failures) > 0 {
+		failures = e.bestEffort(ctx, t, len(hosts), failures)
 	}
 	ev := output.Event{Kind: output.TaskEnd, Task: t.Name, Duration: e.now().Sub(start)}
 	if len(failures) > 0 {
@@ -551,7 +555,7 @@ func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostEr
 			err := e.runOn(bctx, t, h)
 			if err != nil {
 				errs[i] = err
-				if !e.onFailurePath() {
+				if !e.onFailurePath() && !t.BestEffort {
 					cancel(errPeerFailed) // on the failure path every host does what it can
 				}
 				return
@@ -570,10 +574,29 @@ func (e *Engine) runBatch(ctx context.Context, t *Task, hosts []*Host) []*HostEr
 			err = errStopped
 		}
 		he := &HostError{Host: hosts[i], Task: t, Err: err}
-		e.reportFailure(he)
+		if !t.BestEffort {
+			e.reportFailure(he) // (a best-effort task's are reported once all its hosts are done)
+		}
 		out = append(out, he)
 	}
 	return out
+}
+
+// bestEffort reports the failures of a best-effort task run on n hosts and returns those that
+// fail it: none while some host succeeded and the run goes on (each failure is then a warning,
+// and the run carries on without that host's result), else all of them.
+func (e *Engine) bestEffort(ctx context.Context, t *Task, n int, failures []*HostError) []*HostError {
+	if len(failures) < n && ctx.Err() == nil {
+		for _, he := range failures {
+			e.emit(output.Event{Kind: output.Warn, Task: t.Name, Host: he.Host.Name,
+				Text: he.Err.Error() + " (best effort: the run goes on without this host)"})
+		}
+		return nil
+	}
+	for _, he := range failures {
+		e.reportFailure(he)
+	}
+	return failures
 }
 
 // errStopped marks a host whose work the run's cancellation stopped.

@@ -839,3 +839,64 @@ task("switch", switch)
 		t.Errorf("printed:\n%s\nran:\n%s", strings.Join(printed, "\n"), strings.Join(ran, "\n"))
 	}
 }
+
+// TestBestEffort: a best-effort task's failure on some hosts is a warning: the others finish it
+// (none is stopped), the run goes on, and results() lacks the failed hosts. It fails the run only
+// when it fails on every host.
+func TestBestEffort(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+def probe(host):
+    return capture("probe", host.name)
+
+task("probe", probe, roles = "app", best_effort = True)
+task("report", lambda: info("answered: " + ", ".join(sorted(results("probe").keys()))), local = True)
+task("all", ["probe", "report"])
+`), nil)
+	down := map[string]bool{"web2": true}
+	r.respond = func(host, line string) transport.Response {
+		if down[host] {
+			return transport.Response{Err: errors.New("connection lost")}
+		}
+		return transport.Response{Stdout: "ok", Delay: 10 * time.Millisecond}
+	}
+	if err := r.run(runtime.Filter{}, "all"); err != nil {
+		t.Fatalf("run with one host down = %v, want nil", err)
+	}
+	var warned, answered bool
+	for _, e := range r.events {
+		if e.Kind == output.HostError {
+			t.Errorf("a host error was reported: %+v", e)
+		}
+		if e.Kind == output.Warn && e.Host == "web2" && strings.Contains(e.Text, "connection lost") &&
+			strings.Contains(e.Text, "the run goes on without this host") {
+			warned = true
+		}
+		if e.Kind == output.Info && e.Text == "answered: web1, web3" {
+			answered = true
+		}
+	}
+	if !warned || !answered {
+		t.Errorf("warned about web2 = %v, results without it = %v; events: %+v", warned, answered, r.events)
+	}
+
+	r = load(t, writeDeployfile(t, threeHosts+`
+task("probe", lambda host: run("probe"), roles = "app", best_effort = True)
+task("later", lambda host: run("later"), roles = "app")
+task("all", ["probe", "later"])
+`), nil)
+	r.respond = func(host, line string) transport.Response {
+		return transport.Response{Err: errors.New("connection lost")}
+	}
+	err := r.run(runtime.Filter{}, "all")
+	var te *runtime.TaskError
+	if !errors.As(err, &te) || te.Task.Name != "probe" || len(te.Failures) != 3 {
+		t.Fatalf("run with every host down = %v, want probe failed on 3 hosts", err)
+	}
+	for _, h := range []string{"web1", "web2", "web3"} {
+		for _, c := range r.hosts[h].Commands() {
+			if c.Line == "later" {
+				t.Errorf("%s ran a later task", h)
+			}
+		}
+	}
+}

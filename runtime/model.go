@@ -164,6 +164,12 @@ type Task struct {
 	// another run is doing, such as take down the maintenance page of the deploy holding the lock.
 	Gate bool
 
+	// BestEffort marks a task whose hosts may fail it without failing the run: a failure is a
+	// warning, the others go on, and the task fails only when it fails on every host (or the run
+	// is interrupted). Its results lack the hosts that failed it. (The two-phase deploy checks
+	// its intermediate hosts so: one that is down leaves the others to fetch from.)
+	BestEffort bool
+
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool
 

@@ -3,6 +3,8 @@ package starlib
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +39,7 @@ var execution = register(&Family{
 		{Name: "on_exit", Sig: "(fn, desc=\"\")", Doc: "register fn(host) to run on this host when the run ends, however it ends (after any rollback); desc as for on_rollback", Phase: phaseExec, Fn: builtinOnExit},
 		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions (but those registered with keep=True): what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
 		{Name: "hosts", Sig: "(roles=[], release=False)", Doc: "the hosts of any of roles (every host if none), in declaration order, as -r/-z narrow the run; release=True leaves out no_release hosts", Phase: phaseRun, Fn: builtinHosts},
+		{Name: "peer", Sig: "()", Doc: "the SSH server of the task's host as this machine reached it and checked its key: struct(user, hostname, port, host_key (\"TYPE BASE64\", as in known_hosts), verified (False under StrictHostKeyChecking no)); None for a local=True host. A host can then reach the same server trusting exactly that key", Phase: phaseExec, Fn: builtinPeer},
 		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name (\"local\" for a local task)", Phase: phaseRun, Fn: builtinResults},
 	},
 })
@@ -48,6 +51,7 @@ var transfers = register(&Family{
 		{Name: "upload", Sig: "(local_path, remote_path, mode=None, sudo=False, user=None)", Doc: "copy a local file or directory to the host (relative local paths are from the Deployfile's folder)", Phase: phaseExec, Fn: builtinUpload},
 		{Name: "put", Sig: "(content, remote_path, mode=None, sudo=False, user=None)", Doc: "write a string to a file on the host", Phase: phaseExec, Fn: builtinPut},
 		{Name: "download", Sig: "(remote_path, local_path)", Doc: "copy a file or directory from the host to this machine", Phase: phaseExec, Fn: builtinDownload},
+		{Name: "file_sha256", Sig: "(local_path)", Doc: "the SHA-256 of a file on this machine, in hex (relative paths are from the Deployfile's folder)", Phase: phaseExec, Fn: builtinFileSHA256},
 		{Name: "symlink", Sig: "(target, link, sudo=False, user=None)", Doc: "point link at target, atomically replacing what link was", Phase: phaseExec, Fn: builtinSymlink},
 	},
 })
@@ -393,6 +397,80 @@ func builtinHosts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 	return starlark.NewList(out), nil
 }
 
+func builtinPeer(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs); err != nil {
+		return nil, err
+	}
+	x := execOf(th).x
+	if x.Task.Local {
+		return nil, fmt.Errorf("%s: a local task has no host to be connected to", b.Name())
+	}
+	var p transport.Peer
+	switch tr := x.Transport.(type) {
+	case transport.PeerTransport:
+		p = tr.Peer()
+	case *transport.Recording:
+		// A dry run connects to nothing: the host as declared, and a stand-in for its key.
+		p = transport.Peer{User: x.Host.User, Hostname: x.Host.Hostname, Port: x.Host.Port, HostKey: "(type) (the host key of " + x.Host.Name + ", as checked when connecting)"}
+		if p.User == "" {
+			p.User = "(user)"
+		}
+		if p.Port == 0 {
+			p.Port = 22
+		}
+	default:
+		return starlark.None, nil // a local=True host: no SSH
+	}
+	return starlarkstruct.FromStringDict(starlark.String("peer"), starlark.StringDict{
+		"user":     starlark.String(p.User),
+		"hostname": starlark.String(p.Hostname),
+		"port":     starlark.MakeInt(p.Port),
+		"host_key": starlark.String(p.HostKey),
+		"verified": starlark.Bool(p.Verified),
+	}), nil
+}
+
+// dryRun reports whether the run is a dry run: its local commands are recorded, not run, so the
+// files they would make are not there.
+func dryRun(x *runtime.Exec) bool {
+	r, ok := x.LocalTransport().(*transport.Recording)
+	return ok && r.Dry
+}
+
+func builtinFileSHA256(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var src string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "local_path", &src); err != nil {
+		return nil, err
+	}
+	xc, s := execOf(th), sessionOf(th)
+	f, err := os.Open(s.localPath(src))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && dryRun(xc.x) {
+			return starlark.String("(sha256 of " + src + ")"), nil
+		}
+		return nil, fmt.Errorf("%s: %v", b.Name(), err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, &ctxReader{ctx: xc.ctx, r: f}); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", b.Name(), src, err)
+	}
+	return starlark.String(hex.EncodeToString(h.Sum(nil))), nil
+}
+
+// ctxReader reads r until ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, context.Cause(c.ctx)
+	}
+	return c.r.Read(p)
+}
+
 // runCtxOf returns the run's context in a task body or a resolve-phase thread.
 func runCtxOf(th *starlark.Thread) context.Context {
 	if xc := execOf(th); xc != nil {
@@ -479,6 +557,11 @@ func builtinUpload(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple
 	xc, s := execOf(th), sessionOf(th)
 	path := s.localPath(src)
 	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) && dryRun(xc.x) {
+			// Made by a local command, which a dry run does not run.
+			xc.x.Emit(output.Command, fmt.Sprintf("upload %s -> %s", shell.Quote(src), shell.Quote(dst)))
+			return starlark.None, nil
+		}
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
 	xc.x.Emit(output.Command, fmt.Sprintf("upload %s -> %s", shell.Quote(src), shell.Quote(dst)))
