@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -89,12 +90,19 @@ func (r *Rig) writeClientFiles() error {
 	var known, cfg strings.Builder
 	fmt.Fprintf(&cfg, "# ssh_config of the sshrig in %s: ssh -F %s host1\n", r.Dir, sshdQuote(r.SSHConfig))
 	for i, h := range r.Hosts {
+		names := []string{knownhosts.Normalize(h.Endpoint())}
+		addr, port := h.Addr, h.Port
+		if h.ProxyPort != 0 {
+			// Reached through its proxy: the same keys, under the proxy's address too.
+			addr, port = "127.0.0.1", h.ProxyPort
+			names = append(names, knownhosts.Normalize(net.JoinHostPort(addr, strconv.Itoa(port))))
+		}
 		for _, k := range r.keys[i] {
-			known.WriteString(knownhosts.Line([]string{knownhosts.Normalize(h.Endpoint())}, k) + "\n")
+			known.WriteString(knownhosts.Line(names, k) + "\n")
 		}
 		fmt.Fprintf(&cfg, "\nHost %s\n", h.Name)
-		fmt.Fprintf(&cfg, "  HostName %s\n", h.Addr)
-		fmt.Fprintf(&cfg, "  Port %d\n", h.Port)
+		fmt.Fprintf(&cfg, "  HostName %s\n", addr)
+		fmt.Fprintf(&cfg, "  Port %d\n", port)
 		fmt.Fprintf(&cfg, "  User %s\n", h.User)
 		fmt.Fprintf(&cfg, "  IdentityFile %s\n", sshdQuote(r.KeyFile))
 		fmt.Fprintf(&cfg, "  IdentitiesOnly yes\n")

@@ -60,6 +60,11 @@ type Options struct {
 	// Sudo gives User passwordless sudo through a drop-in in /etc/sudoers.d, removed on Close.
 	// It is skipped, and Rig.Sudo is false, when /usr/bin/sudo is not installed.
 	Sudo bool
+	// Proxy puts a TCP relay of the rig's in front of every host (on 127.0.0.1, Host.ProxyPort),
+	// and the rig's ssh_config reaches the hosts through them: Rig.Traffic then counts the bytes
+	// the machine sends the hosts and receives from them. The hosts still reach one another
+	// directly, at their own addresses.
+	Proxy bool
 }
 
 // Host is one server of a rig.
@@ -86,6 +91,8 @@ type Host struct {
 	Root string
 	// Roots maps each deploy root to the folder on the real file system that backs it.
 	Roots map[string]string
+	// ProxyPort is the port on 127.0.0.1 of the host's proxy (see Options.Proxy), or 0.
+	ProxyPort int
 }
 
 // Endpoint returns the host's address and port, as in "127.0.1.1:2222".
@@ -116,6 +123,7 @@ type Rig struct {
 	opts    Options
 	mu      sync.Mutex
 	procs   []*process
+	proxies []*proxy // with Options.Proxy, one a host
 	keys    [][]ssh.PublicKey
 	sudoers string
 	closed  bool
@@ -213,6 +221,17 @@ func Start(opts Options) (*Rig, error) {
 	if err := errors.Join(errs...); err != nil {
 		r.Close()
 		return nil, err
+	}
+	if opts.Proxy {
+		for i := range r.Hosts {
+			p, err := startProxy(r.Hosts[i].Endpoint())
+			if err != nil {
+				r.Close()
+				return nil, err
+			}
+			r.proxies = append(r.proxies, p)
+			r.Hosts[i].ProxyPort = p.addr().Port
+		}
 	}
 	if err := r.writeClientFiles(); err != nil {
 		r.Close()
@@ -370,6 +389,9 @@ func (r *Rig) Close() error {
 	for i := range r.procs {
 		r.procs[i] = nil
 		r.Hosts[i].Pid = 0
+	}
+	for _, p := range r.proxies {
+		_ = p.close()
 	}
 	if r.sudoers != "" {
 		if err := os.Remove(r.sudoers); err != nil && !errors.Is(err, os.ErrNotExist) {

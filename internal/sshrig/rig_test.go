@@ -471,3 +471,38 @@ func processesIn(t *testing.T, namespaces []string) int {
 	}
 	return n
 }
+
+// TestProxyCountsTraffic: with Options.Proxy the rig's ssh_config goes through a proxy per host,
+// whose counts show what was sent to the hosts and received from them.
+func TestProxyCountsTraffic(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	r := StartT(t, Options{Hosts: 2, FirstAddr: 43, Proxy: true})
+	for _, h := range r.Hosts {
+		if h.ProxyPort == 0 {
+			t.Fatalf("%s has no proxy", h.Name)
+		}
+	}
+	if out, err := r.Exec(0, "head -c 1000000 /dev/zero | wc -c"); err != nil || strings.TrimSpace(out) != "1000000" {
+		t.Fatalf("Exec through the proxy = %q, %v", out, err)
+	}
+	r.ResetTraffic()
+	if _, err := r.Exec(1, "head -c 1000000 /dev/zero"); err != nil {
+		t.Fatal(err)
+	}
+	sent, received := r.Traffic()
+	if received < 1000000 || received > 1100000 || sent == 0 || sent > 100000 {
+		t.Errorf("1 MB from host2: sent %d, received %d bytes", sent, received)
+	}
+	r.ResetTraffic()
+	if _, err := r.Exec(0, ": "+strings.Repeat("x", 100000)); err != nil {
+		t.Fatal(err)
+	}
+	if sent, _ := r.Traffic(); sent < 100000 {
+		t.Errorf("a 100 KB command line: sent %d bytes", sent)
+	}
+	cfg, err := os.ReadFile(r.SSHConfig)
+	if err != nil || !strings.Contains(string(cfg), fmt.Sprintf("Port %d", r.Hosts[0].ProxyPort)) {
+		t.Errorf("ssh_config does not go through the proxy (%v):\n%s", err, cfg)
+	}
+}
