@@ -425,15 +425,30 @@ func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: agent SOCK KEYFILE")
 	}
-	pem, err := os.ReadFile(ts.MkAbs(args[1]))
-	ts.Check(err)
-	key, err := ssh.ParseRawPrivateKey(pem)
-	ts.Check(err)
-	keyring := agent.NewKeyring()
-	ts.Check(keyring.Add(agent.AddedKey{PrivateKey: key}))
-	l, err := net.Listen("unix", ts.MkAbs(args[0]))
+	l, err := listenAgent(ts.MkAbs(args[1]), ts.MkAbs(args[0]))
 	ts.Check(err)
 	ts.Defer(func() { l.Close() })
+}
+
+// listenAgent serves an SSH agent that holds the private key in keyFile on a new unix socket at
+// sock, until the returned listener is closed.
+func listenAgent(keyFile, sock string) (net.Listener, error) {
+	pem, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ssh.ParseRawPrivateKey(pem)
+	if err != nil {
+		return nil, err
+	}
+	keyring := agent.NewKeyring()
+	if err := keyring.Add(agent.AddedKey{PrivateKey: key}); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, err
+	}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -446,6 +461,7 @@ func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
 			}()
 		}
 	}()
+	return l, nil
 }
 
 // The commands below serve the deploy_* scripts, which run the built-in deploy and rollback
@@ -620,7 +636,7 @@ func cmdNextSecond(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	after := time.Now().Unix()
 	if len(args) == 1 {
-		t, err := time.Parse("20060102150405", args[0])
+		t, err := time.Parse("20060102150405", args[0][:min(14, len(args[0]))])
 		if err != nil {
 			ts.Fatalf("nextsecond: %q is not a release id: %v", args[0], err)
 		}
@@ -713,11 +729,14 @@ func (h *rigCmds) inhost(ts *testscript.TestScript, neg bool, args []string) {
 	h.report(ts, neg, "inhost: "+line, hosts, outs, errs)
 }
 
-var releaseLinkRE = regexp.MustCompile(`^(.*)/releases/([0-9]{14})$`)
+// releaseLinkRE matches a link to a release: its id is a deploy's UTC time, YYYYMMDDHHMMSS, or
+// for a two-phase deploy that time, "_", and the time its archive was prepared.
+var releaseLinkRE = regexp.MustCompile(`^(.*)/releases/([0-9]{14}(?:_[0-9]{14})?)$`)
 
 // samerelease implements `samerelease DEPLOY_TO VAR N...`: it fails unless DEPLOY_TO/current on
 // every host N is a link to DEPLOY_TO/releases/ID, with the same ID on all of them, a UTC time
-// YYYYMMDDHHMMSS not in the future, and sets VAR to that ID.
+// YYYYMMDDHHMMSS not in the future (or, two-phase, such a time, "_" and another), and sets VAR to
+// that ID.
 func (h *rigCmds) samerelease(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 3 {
 		ts.Fatalf("usage: samerelease DEPLOY_TO VAR N...")
@@ -735,7 +754,7 @@ func (h *rigCmds) samerelease(ts *testscript.TestScript, neg bool, args []string
 		if m == nil || m[1] != dir {
 			ts.Fatalf("samerelease: %s: %s/current -> %q, want %s/releases/<14-digit id>", name, dir, link, dir)
 		}
-		if t, err := time.Parse("20060102150405", m[2]); err != nil || t.After(time.Now().Add(time.Second)) {
+		if t, err := time.Parse("20060102150405", m[2][:14]); err != nil || t.After(time.Now().Add(time.Second)) {
 			ts.Fatalf("samerelease: %s: release %s is not a UTC time up to now (%v)", name, m[2], err)
 		}
 		if id != "" && m[2] != id {
