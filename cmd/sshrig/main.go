@@ -41,6 +41,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.IntVar(&opts.FirstAddr, "first", 1, "last byte of the first host's address, 127.0.1.N")
 	fs.IntVar(&opts.MaxSessions, "max-sessions", 10, "sshd MaxSessions")
 	fs.BoolVar(&opts.Sudo, "sudo", false, "give the user passwordless sudo (if sudo is installed)")
+	fs.DurationVar(&opts.Delay, "delay", 0, "one-way delay added to each direction between this machine and every host (25ms: a 50ms round trip), through a proxy per host")
+	fs.BoolVar(&opts.Proxy, "proxy", false, "reach every host through a proxy of the rig's (implied by -delay)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: sshrig [flags]\n\nStarts OpenSSH hosts on 127.0.1.N for star-deploy, until Ctrl-C.\n\n")
 		fs.PrintDefaults()
@@ -85,6 +87,9 @@ func printRig(w io.Writer, r *sshrig.Rig, took time.Duration) {
 	p("")
 	for _, h := range r.Hosts {
 		p("  %-7s %s@%s  sshd pid %d, log %s", h.Name, h.User, h.Endpoint(), h.Pid, h.LogFile)
+		if h.ProxyPort != 0 {
+			p("          reached through its proxy at 127.0.0.1:%d", h.ProxyPort)
+		}
 		for _, root := range slices.Sorted(maps.Keys(h.Roots)) {
 			p("          %s is %s", root, h.Roots[root])
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // proxy relays TCP connections from a port of its own on 127.0.0.1 to one host's sshd, and
@@ -16,6 +17,7 @@ import (
 type proxy struct {
 	ln     net.Listener
 	target string
+	delay  time.Duration // added to each direction
 
 	sent, received atomic.Int64 // to the host, from the host
 
@@ -25,12 +27,12 @@ type proxy struct {
 	wg     sync.WaitGroup
 }
 
-func startProxy(target string) (*proxy, error) {
+func startProxy(target string, delay time.Duration) (*proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("sshrig: proxy for %s: %w", target, err)
 	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p := &proxy{ln: ln, target: target, delay: delay, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -88,7 +90,11 @@ func (p *proxy) relay(client net.Conn) {
 	wg.Add(2)
 	pipe := func(dst, src net.Conn, n *atomic.Int64) {
 		defer wg.Done()
-		_, _ = io.Copy(counter{dst, n}, src)
+		if p.delay > 0 {
+			delayed(counter{dst, n}, src, p.delay)
+		} else {
+			_, _ = io.Copy(counter{dst, n}, src)
+		}
 		// Half-close, as the peer did; a full close ends the other direction too.
 		if tc, ok := dst.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
@@ -99,6 +105,43 @@ func (p *proxy) relay(client net.Conn) {
 	go pipe(host, client, &p.sent)
 	go pipe(client, host, &p.received)
 	wg.Wait()
+}
+
+// delayed copies src to dst as a link of one-way latency d would: each piece read is written d
+// after it was read, in order, and the end of src reaches dst d late too. Pieces in flight
+// overlap, so the delay does not cut throughput (as a sleep between reads and writes would).
+func delayed(dst io.Writer, src io.Reader, d time.Duration) {
+	type piece struct {
+		due time.Time
+		b   []byte // nil: src ended
+	}
+	line := make(chan piece, 4096)
+	go func() {
+		defer close(line)
+		for {
+			b := make([]byte, 32<<10)
+			n, err := src.Read(b)
+			if n > 0 {
+				line <- piece{time.Now().Add(d), b[:n]}
+			}
+			if err != nil {
+				line <- piece{due: time.Now().Add(d)}
+				return
+			}
+		}
+	}()
+	failed := false
+	for p := range line {
+		time.Sleep(time.Until(p.due))
+		if p.b == nil {
+			return
+		}
+		if !failed {
+			if _, err := dst.Write(p.b); err != nil {
+				failed = true // keep draining, so that the reader ends with src
+			}
+		}
+	}
 }
 
 // counter adds what it writes to n.

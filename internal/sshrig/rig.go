@@ -65,6 +65,10 @@ type Options struct {
 	// the machine sends the hosts and receives from them. The hosts still reach one another
 	// directly, at their own addresses.
 	Proxy bool
+	// Delay, when positive, is added by each host's proxy to each direction of its connections
+	// (so the round trip grows by twice Delay), as a wide-area link between this machine and the
+	// hosts would; it implies Proxy. The hosts reach one another without it.
+	Delay time.Duration
 }
 
 // Host is one server of a rig.
@@ -222,9 +226,9 @@ func Start(opts Options) (*Rig, error) {
 		r.Close()
 		return nil, err
 	}
-	if opts.Proxy {
+	if opts.Proxy || opts.Delay > 0 {
 		for i := range r.Hosts {
-			p, err := startProxy(r.Hosts[i].Endpoint())
+			p, err := startProxy(r.Hosts[i].Endpoint(), opts.Delay)
 			if err != nil {
 				r.Close()
 				return nil, err
@@ -287,6 +291,9 @@ func (o *Options) setDefaults() error {
 	if o.FirstAddr < 1 || o.FirstAddr+o.Hosts-1 > 254 {
 		return fmt.Errorf("sshrig: hosts 127.0.1.%d to 127.0.1.%d are out of range (1 to 254)",
 			o.FirstAddr, o.FirstAddr+o.Hosts-1)
+	}
+	if o.Delay < 0 {
+		return fmt.Errorf("sshrig: Delay %s is negative", o.Delay)
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("sshrig: Port %d is out of range", o.Port)

@@ -506,3 +506,25 @@ func TestProxyCountsTraffic(t *testing.T) {
 		t.Errorf("ssh_config does not go through the proxy (%v):\n%s", err, cfg)
 	}
 }
+
+// TestDelay: with Options.Delay, the proxies hold each direction back, so a login and a command,
+// several round trips, take at least that many times twice the delay. (Only a lower bound: the
+// machine may be slow, never fast.)
+func TestDelay(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	const delay = 50 * time.Millisecond
+	r := StartT(t, Options{Hosts: 1, FirstAddr: 45, Delay: delay})
+	start := time.Now()
+	if out, err := r.Exec(0, "head -c 300000 /dev/zero"); err != nil || len(out) != 300000 {
+		t.Fatalf("Exec through the delaying proxy = %d bytes, %v", len(out), err)
+	}
+	// TCP's handshake, the SSH version exchange and key exchange, authentication, the session
+	// and its command: well over 3 round trips.
+	if took := time.Since(start); took < 3*2*delay {
+		t.Errorf("a login and a command took %s, under 3 round trips of %s", took, 2*delay)
+	}
+	if sent, received := r.Traffic(); sent == 0 || received < 300000 {
+		t.Errorf("the delaying proxy counted %d bytes sent, %d received", sent, received)
+	}
+}
