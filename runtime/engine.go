@@ -43,11 +43,15 @@ type Engine struct {
 	// as left undone, and the actions after them still run; the on_failure tasks are skipped.
 	Hurry <-chan struct{}
 
-	mu        sync.Mutex
-	conns     map[*Host]*conn
-	rollbacks actions // undone, newest first, when the run fails
-	exits     actions // run, newest first, when the run ends, whatever the outcome
-	onFailure []string
+	mu    sync.Mutex
+	conns map[*Host]*conn
+	// preconnecting holds the connections opened ahead of need (see preconnect) until they
+	// are made; stopPreconnect cancels those still being made.
+	preconnecting  sync.WaitGroup
+	stopPreconnect context.CancelFunc
+	rollbacks      actions // undone, newest first, when the run fails
+	exits          actions // run, newest first, when the run ends, whatever the outcome
+	onFailure      []string
 	// step counts the task runs; rollback and exit actions are undone a task run at a time.
 	step int
 	seq  int // counts the actions registered
@@ -105,10 +109,11 @@ var (
 )
 
 type conn struct {
-	mu   sync.Mutex
-	done bool // connected, or failed for a reason of the host's own
-	t    transport.Transport
-	err  error
+	mu      sync.Mutex
+	dialing chan struct{} // while a connection is being made: closed once it is
+	done    bool          // connected, or failed for a reason of the host's own
+	t       transport.Transport
+	err     error
 }
 
 // actions are compensating (or closing) actions registered by hosts, kept per host in the order
@@ -263,11 +268,16 @@ func (e *Engine) Run(ctx context.Context, names []string) (err error) {
 		all[i] = h.Name
 	}
 	e.emit(output.Event{Kind: output.RunStart, Text: strings.Join(names, " "), Hosts: all})
+	e.preconnect(ctx, trees)
 	var failed []string
 	stopHurry := e.watchHurry()
 	defer func() {
 		if err != nil {
 			failed = failedHosts(err)
+			// Connections still being made ahead of need are dropped: the failure path
+			// connects afresh where it needs to (an attempt the failure cut short is no
+			// verdict on the host).
+			e.endPreconnect()
 			e.runActions(&e.rollbacks, output.Rollback, "rolling back", "rollback failed")
 			e.runFailureTasks()
 		}
@@ -636,9 +646,27 @@ func (e *Engine) transport(ctx context.Context, h *Host) (transport.Transport, e
 		e.conns[h] = c
 	}
 	e.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.done {
+	for {
+		c.mu.Lock()
+		if c.done {
+			c.mu.Unlock()
+			break
+		}
+		if c.dialing != nil {
+			// Another task, or the run's connecting ahead, is connecting: wait for it, as
+			// long as this task goes on.
+			wait := c.dialing
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("connect: %w", context.Cause(ctx))
+			}
+		}
+		wait := make(chan struct{})
+		c.dialing = wait
+		c.mu.Unlock()
 		var t transport.Transport
 		var err error
 		switch {
@@ -649,12 +677,18 @@ func (e *Engine) transport(ctx context.Context, h *Host) (transport.Transport, e
 		default:
 			t, err = e.Connect(ctx, h)
 		}
+		c.mu.Lock()
+		c.dialing = nil
+		close(wait)
 		if err != nil && ctx.Err() != nil {
 			// Cut short by this task's cancellation (another host failed, Ctrl-C): not the
 			// host's fault, so a later task (the failure path's) connects afresh.
+			c.mu.Unlock()
 			return nil, fmt.Errorf("connect: %w", err)
 		}
 		c.t, c.err, c.done = t, err, true
+		c.mu.Unlock()
+		break
 	}
 	if c.err != nil {
 		return nil, fmt.Errorf("connect: %w", c.err)
@@ -671,7 +705,60 @@ func (e *Engine) local() transport.Transport {
 	return e.Local
 }
 
+// preconnect opens, in the background, the connections the run's tasks will need, so that the
+// hosts a task reaches after another (the lock's host first, then every host) are connected by
+// then: each connection's round trips overlap with the run instead of adding to it. Only the
+// hosts of tasks whose hosts are known before the run are connected ahead (not those of tasks
+// whose roles are worked out as they start); a connection that fails is reported, as ever, by
+// the task that needs it.
+func (e *Engine) preconnect(ctx context.Context, trees []*Node) {
+	if e.Connect == nil {
+		return
+	}
+	seen := map[*Host]bool{}
+	var hosts []*Host
+	var walk func(n *Node)
+	walk = func(n *Node) {
+		if t := n.Task; t.Body != nil && !t.Local && t.Resolve == nil {
+			if hs, err := e.Config.SelectHosts(t, e.Filter); err == nil {
+				for _, h := range hs {
+					if !seen[h] && h != LocalHost {
+						seen[h] = true
+						hosts = append(hosts, h)
+					}
+				}
+			}
+		}
+		for _, list := range [][]*Node{n.Before, n.Steps, n.After} {
+			for _, c := range list {
+				walk(c)
+			}
+		}
+	}
+	for _, t := range trees {
+		walk(t)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	e.stopPreconnect = cancel
+	for _, h := range hosts {
+		e.preconnecting.Add(1)
+		go func() {
+			defer e.preconnecting.Done()
+			_, _ = e.transport(pctx, h)
+		}()
+	}
+}
+
+// endPreconnect stops the connections being made ahead of need, and waits for them to end.
+func (e *Engine) endPreconnect() {
+	if e.stopPreconnect != nil {
+		e.stopPreconnect()
+	}
+	e.preconnecting.Wait()
+}
+
 func (e *Engine) closeAll() {
+	e.endPreconnect()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, c := range e.conns {

@@ -900,3 +900,45 @@ task("all", ["probe", "later"])
 		}
 	}
 }
+
+// TestPreconnect: the hosts of the run's tasks are connected ahead of need: while the first task
+// runs on one host, the connections of the others, needed by the next task, are already being
+// made. A host no task of the run uses is not connected to.
+func TestPreconnect(t *testing.T) {
+	r := load(t, writeDeployfile(t, threeHosts+`
+server("db1", roles=["db"])
+task("first", lambda host: run("first"), roles = "app", once = True)
+task("second", lambda host: run("second"), roles = "app")
+task("all", ["first", "second"])
+`), nil)
+	var mu sync.Mutex
+	dialed := map[string]bool{}
+	r.connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+		mu.Lock()
+		dialed[h.Name] = true
+		mu.Unlock()
+		return r.recorder(h.Name), nil
+	}
+	r.respond = func(host, line string) transport.Response {
+		if line == "first" {
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				mu.Lock()
+				ok := dialed["web2"] && dialed["web3"]
+				mu.Unlock()
+				if ok {
+					return transport.Response{}
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return transport.Response{Code: 1, Stderr: "web2 and web3 were not connected while the first task ran"}
+		}
+		return transport.Response{}
+	}
+	if err := r.run(runtime.Filter{}, "all"); err != nil {
+		t.Fatal(err)
+	}
+	if dialed["db1"] {
+		t.Error("db1, which no task of the run uses, was connected to")
+	}
+}

@@ -46,6 +46,11 @@ type Client struct {
 	agentReq     sync.Mutex // serialises the requests for agent forwarding
 	agentGranted bool       // the host granted one (see requestAgent)
 
+	// spare is a session opened ahead of need, which the next command takes (see refill);
+	// spareOpening says one is being opened. A spare counts in running: it holds a slot.
+	spare        *openedSession
+	spareOpening bool
+
 	// sessions counts the goroutines of the sessions opened (output copiers, request readers),
 	// for tests: they end once the channel is closed at both ends, or the connection is gone.
 	sessions sync.WaitGroup
@@ -335,8 +340,11 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 	refusals := 0
 	for {
 		c.mu.Lock()
-		for !extra && c.running >= c.commandSlots() {
-			if c.probeDue() {
+		for !extra && (c.spare == nil && (c.running >= c.commandSlots() || c.spareOpening)) {
+			// Waiting for a spare being opened (it is as soon here as a session of our own
+			// would be) is not waiting for a slot: only the latter is queued, or probes.
+			full := !c.spareOpening
+			if full && c.probeDue() {
 				if ch, reqs, ok := c.probe(); ok {
 					c.mu.Unlock()
 					return ch, reqs, nil
@@ -344,7 +352,9 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 				continue
 			}
 			ended := c.ended
-			c.queued++
+			if full {
+				c.queued++
+			}
 			c.mu.Unlock()
 			var err error
 			select {
@@ -355,11 +365,20 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 				err = c.lostError()
 			}
 			c.mu.Lock()
-			c.queued--
+			if full {
+				c.queued--
+			}
 			if err != nil {
 				c.mu.Unlock()
 				return nil, nil, err
 			}
+		}
+		if sp := c.spare; sp != nil && !extra {
+			// Opened ahead (it holds its slot already): no round trip to open one now.
+			c.spare = nil
+			c.refillLocked()
+			c.mu.Unlock()
+			return sp.ch, sp.reqs, nil
 		}
 		c.running++
 		c.mu.Unlock()
@@ -368,6 +387,9 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 		if err == nil {
 			c.mu.Lock()
 			c.probeAfter--
+			if !extra {
+				c.refillLocked()
+			}
 			c.mu.Unlock()
 			return ch, reqs, nil
 		}
@@ -402,6 +424,47 @@ func (c *Client) openSession(ctx context.Context, extra bool) (ssh.Channel, <-ch
 			return nil, nil, c.lostError()
 		}
 	}
+}
+
+// openedSession is a session channel open on the host, no command run in it yet.
+type openedSession struct {
+	ch   ssh.Channel
+	reqs <-chan *ssh.Request
+}
+
+// refillLocked opens a spare session in the background, unless there is one, one is being
+// opened, or it would take a slot that commands may need (commandSlots, and the probes' rules,
+// are unchanged: the spare is one of the commands' slots, which the next command takes). A
+// command then starts with its exec request, without waiting a round trip for its session to
+// open. c.mu must be held.
+func (c *Client) refillLocked() {
+	if c.spare != nil || c.spareOpening || c.closed || c.lost != nil || c.probing || c.running >= c.commandSlots() {
+		return
+	}
+	c.spareOpening = true
+	c.running++
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ch, reqs, err := c.conn.OpenChannel("session", nil)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.spareOpening = false
+		switch {
+		case err != nil:
+			c.running--
+			if isRefusal(err) {
+				c.lower(c.running) // it refused this one while the others were open
+			}
+		case c.closed:
+			c.running--
+			_ = ch.Close()
+		default:
+			c.probeAfter--
+			c.spare = &openedSession{ch, reqs}
+		}
+		c.wake()
+	}()
 }
 
 // isRefusal reports whether err is the server refusing a session for its limit: OpenSSH refuses

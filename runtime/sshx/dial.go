@@ -140,6 +140,9 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Client, error) {
 	}
 	c := newClient(d, ep, conn, via)
 	c.hostKey = key
+	c.mu.Lock()
+	c.refillLocked() // the first command's session, opened while the caller gets ready
+	c.mu.Unlock()
 	return c, nil
 }
 

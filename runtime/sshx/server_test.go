@@ -65,6 +65,8 @@ type testServer struct {
 	// sshd does, the server grants agent forwarding once a connection, and every session of the
 	// connection started after that sees the socket.
 	agentSocks map[*ssh.ServerConn]string
+	sessions   int   // session channels accepted, all connections
+	execOn     []int // for each exec request, in order, the number (from 1) of its session
 }
 
 type serverOpt func(*testServer)
@@ -238,6 +240,8 @@ func (s *testServer) serve(nc net.Conn) {
 			s.mu.Lock()
 			s.openNow++
 			s.openMax = max(s.openMax, s.openNow)
+			s.sessions++
+			seq := s.sessions
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
@@ -254,7 +258,7 @@ func (s *testServer) serve(nc net.Conn) {
 					})
 				}
 				defer release()
-				s.session(conn, nch, release)
+				s.session(conn, nch, seq, release)
 			}()
 		case "direct-tcpip":
 			if !s.allowTCP {
@@ -275,7 +279,7 @@ func (s *testServer) serve(nc net.Conn) {
 // session serves one session channel until its channel is closed and its command has exited.
 // It calls release once the session no longer counts against the limit: when its command has
 // been reaped (before the client hears of it), or when it ends without one.
-func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release func()) {
+func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, seq int, release func()) {
 	ch, reqs, err := nch.Accept()
 	if err != nil {
 		return
@@ -291,6 +295,9 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, release f
 				_ = req.Reply(false, nil)
 				continue
 			}
+			s.mu.Lock()
+			s.execOn = append(s.execOn, seq)
+			s.mu.Unlock()
 			cmd = exec.Command("/bin/sh", "-c", p.Command)
 			cmd.Dir = s.dir
 			cmd.Env = os.Environ()

@@ -215,3 +215,49 @@ func TestSessionLimitRecovers(t *testing.T) {
 		t.Errorf("%d sessions open at once, server limit %d", openMax, limit)
 	}
 }
+
+// TestSpareSession: the client keeps the next command's session open ahead of need, so that a
+// command costs one round trip (its exec, and the answer) rather than two: each Run execs in a
+// session the server opened before Run was called, and after it a new spare is opened. The spare
+// holds one of the commands' slots: with MaxSessions 3, two commands still run at once, one slot
+// staying free for stopping a cancelled command.
+func TestSpareSession(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, withMaxSessions(3))
+	c := connect(t, s, func(o *Options) { o.MaxSessions = 3 })
+	spareReady := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.spare != nil
+	}
+	for i := 0; i < 3; i++ {
+		waitFor(t, "no spare session opened", spareReady)
+		s.mu.Lock()
+		opened := s.sessions
+		s.mu.Unlock()
+		if res, _, _, err := run(t, c, "true", nil); err != nil || res.Code != 0 {
+			t.Fatalf("Run = %+v, %v", res, err)
+		}
+		s.mu.Lock()
+		on := s.execOn[len(s.execOn)-1]
+		s.mu.Unlock()
+		if on > opened {
+			t.Errorf("command %d ran in session %d, opened after Run was called (%d were open before)", i+1, on, opened)
+		}
+	}
+	hs := startHeld(t, c, 3, "go")
+	waitFor(t, "the commands neither started nor queued", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return startedCount(hs)+c.queued == 3
+	})
+	if n := startedCount(hs); n != 2 {
+		t.Errorf("%d commands started at once, want 2", n)
+	}
+	for _, h := range hs {
+		h.cancel()
+	}
+	for _, h := range hs {
+		h.result(t)
+	}
+}
