@@ -51,9 +51,29 @@ func TestSSH(t *testing.T) {
 	// other rig using it at the time.
 	rig := sshrig.StartT(t, sshrig.Options{Hosts: 5, Sudo: true, ExtraConfig: "LogLevel DEBUG1",
 		DeployRoots: []string{"/var/www", e2eRepos}})
-	if !rig.Sudo {
-		t.Fatal("the rig has no sudo: install it (apt-get install -y sudo)")
+	runRigScripts(t, rig, testscript.Params{Dir: "testdata/ssh"})
+}
+
+// TestSSHWAN runs the scripts of testdata/ssh that stop remote commands (a command's timeout,
+// Ctrl-C during a plain run and during a deploy) against a rig of five hosts behind a 50 ms round
+// trip (sshrig Options.Delay): what runs on the hosts must still be stopped, and the failure
+// path must still run, when every command and its cancellation cross a wide-area link.
+func TestSSHWAN(t *testing.T) {
+	if !sshrig.Enabled() {
+		t.Skipf("end-to-end test against OpenSSH; set %s=1 to run it (needs root and openssh-server)", sshrig.EnvVar)
 	}
+	rig := sshrig.StartT(t, sshrig.Options{Hosts: 5, Sudo: true, FirstAddr: 21, Delay: 25 * time.Millisecond,
+		DeployRoots: []string{"/var/www", e2eRepos}})
+	var files []string
+	for _, name := range []string{"timeout", "interrupt", "deploy_interrupt"} {
+		files = append(files, filepath.Join("testdata/ssh", name+".txtar"))
+	}
+	runRigScripts(t, rig, testscript.Params{Files: files})
+}
+
+// runRigScripts runs the testscripts of params (its Dir or Files) against rig, with the script
+// commands and environment described at TestSSH.
+func runRigScripts(t *testing.T, rig *sshrig.Rig, params testscript.Params) {
 	// The repository's root, for scripts that use its examples (testdata/) or its README.
 	repoRoot, err := filepath.Abs("../..")
 	if err != nil {
@@ -90,25 +110,23 @@ func TestSSH(t *testing.T) {
 		}
 		cmds[name] = mk(h)
 	}
-	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata/ssh",
-		RequireExplicitExec: true,
-		Setup: func(env *testscript.Env) error {
-			env.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")))
-			env.Setenv("RIG", rig.Dir)
-			env.Setenv("REPO", repoRoot)
-			env.Setenv("SSH_CONFIG", rig.SSHConfig)
-			env.Setenv("KNOWN_HOSTS", rig.KnownHosts)
-			env.Setenv("KEY", rig.KeyFile)
-			for i, host := range rig.Hosts {
-				n := strconv.Itoa(i + 1)
-				env.Setenv("HOST"+n+"_ADDR", host.Addr)
-				env.Setenv("HOST"+n+"_PORT", strconv.Itoa(host.Port))
-			}
-			return nil
-		},
-		Cmds: cmds,
-	})
+	params.RequireExplicitExec = true
+	params.Cmds = cmds
+	params.Setup = func(env *testscript.Env) error {
+		env.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")))
+		env.Setenv("RIG", rig.Dir)
+		env.Setenv("REPO", repoRoot)
+		env.Setenv("SSH_CONFIG", rig.SSHConfig)
+		env.Setenv("KNOWN_HOSTS", rig.KnownHosts)
+		env.Setenv("KEY", rig.KeyFile)
+		for i, host := range rig.Hosts {
+			n := strconv.Itoa(i + 1)
+			env.Setenv("HOST"+n+"_ADDR", host.Addr)
+			env.Setenv("HOST"+n+"_PORT", strconv.Itoa(host.Port))
+		}
+		return nil
+	}
+	testscript.Run(t, params)
 }
 
 // moreRigCmds are script commands defined in other files of this package, each registered by

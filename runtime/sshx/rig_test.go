@@ -61,7 +61,14 @@ func TestRigSessionsBeyondMaxSessions(t *testing.T) {
 // holding every session the client allows, that session still gets in, and nothing is left
 // running.
 func TestRigCancelWhileSessionsFull(t *testing.T) {
-	rig := sshrig.StartT(t, sshrig.Options{Hosts: 1, MaxSessions: 3, User: "root",
+	t.Run("loopback", func(t *testing.T) { testRigCancelWhileSessionsFull(t, 0) })
+	// Over a 50 ms round trip: the session kept open ahead of need, the signal refused, the kill
+	// session, each a round trip or more away.
+	t.Run("50ms", func(t *testing.T) { testRigCancelWhileSessionsFull(t, 25*time.Millisecond) })
+}
+
+func testRigCancelWhileSessionsFull(t *testing.T, delay time.Duration) {
+	rig := sshrig.StartT(t, sshrig.Options{Hosts: 1, MaxSessions: 3, User: "root", Delay: delay,
 		ExtraConfig: "PermitRootLogin prohibit-password\n"})
 	d, err := NewDialer(Options{ConfigFile: rig.SSHConfig, AgentSocket: "none", MaxSessions: 3})
 	if err != nil {
