@@ -57,7 +57,8 @@ import (
 // does, and prints the table.
 
 // deployImpls are the implementations, in the order of the first round (later rounds rotate it).
-var deployImpls = []string{"sd", "floor", "cap"}
+// base, star-deploy built from another commit (STAR_DEPLOY_BENCH_BASE_BIN), runs only when given.
+var deployImpls = []string{"sd", "base", "floor", "cap"}
 
 // benchReleases is keep_releases of every implementation.
 const benchReleases = 5
@@ -280,6 +281,9 @@ func (d *deployBench) cell(b *testing.B, n, rounds int) {
 		b.ReportMetric(float64(wall["cap"])/float64(wall["sd"]), "cap/sd")
 		b.ReportMetric(float64(median(runs["sd"], cpuOf))/float64(median(runs["cap"], cpuOf)), "sd-cpu/cap-cpu")
 	}
+	if len(runs["sd"]) > 0 && len(runs["base"]) > 0 {
+		b.ReportMetric(float64(wall["base"])/float64(wall["sd"]), "base/sd")
+	}
 	if len(runs["sd"]) > 0 && len(runs["floor"]) > 0 {
 		b.ReportMetric(float64(wall["sd"])/float64(wall["floor"]), "sd/floor")
 	}
@@ -296,7 +300,7 @@ func (d *deployBench) warm(b *testing.B, n int) {
 }
 
 // benchDeployTo is the deploy_to of each implementation.
-var benchDeployTo = map[string]string{"sd": "/var/www/bench-sd", "floor": "/var/www/bench-floor", "cap": "/var/www/bench-cap"}
+var benchDeployTo = map[string]string{"sd": "/var/www/bench-sd", "base": "/var/www/bench-base", "floor": "/var/www/bench-floor", "cap": "/var/www/bench-cap"}
 
 // check fails the benchmark unless impl's deploys left the layout they should on the first n
 // hosts (read through the hosts' deploy roots on this machine): current on a release of the
@@ -357,7 +361,9 @@ func (d *deployBench) deploy(b *testing.B, impl string, n int) deployRun {
 	var r deployRun
 	switch impl {
 	case "sd":
-		r = d.starDeploy(b, n)
+		r = d.starDeploy(b, "sd", d.bin, n)
+	case "base":
+		r = d.starDeploy(b, "base", os.Getenv("STAR_DEPLOY_BENCH_BASE_BIN"), n)
 	case "floor":
 		r = d.floorDeploy(b, n)
 	case "cap":
@@ -427,13 +433,15 @@ func vmHWM(pid int) int64 {
 
 // ---- star-deploy -------------------------------------------------------------------------------
 
-func (d *deployBench) starDeploy(b *testing.B, n int) deployRun {
-	file := filepath.Join(d.dir, fmt.Sprintf("Deployfile-%d.star", n))
+// starDeploy deploys with the star-deploy binary bin as implementation impl ("sd", or "base":
+// the same from another commit, for a before and after).
+func (d *deployBench) starDeploy(b *testing.B, impl, bin string, n int) deployRun {
+	file := filepath.Join(d.dir, fmt.Sprintf("Deployfile-%s-%d.star", impl, n))
 	if _, err := os.Stat(file); err != nil {
 		var s strings.Builder
 		fmt.Fprintf(&s, "load(\"@star//deploy.star\", \"deploy\")\n\n")
 		fmt.Fprintf(&s, "set(\"application\", \"bench\")\n")
-		fmt.Fprintf(&s, "set(\"deploy_to\", %q)\n", benchDeployTo["sd"])
+		fmt.Fprintf(&s, "set(\"deploy_to\", %q)\n", benchDeployTo[impl])
 		fmt.Fprintf(&s, "set(\"repo_url\", %q)\n", d.repo)
 		fmt.Fprintf(&s, "set(\"branch\", \"main\")\n")
 		fmt.Fprintf(&s, "set(\"linked_dirs\", [\"log\", \"tmp/pids\"])\n")
@@ -445,8 +453,8 @@ func (d *deployBench) starDeploy(b *testing.B, n int) deployRun {
 		}
 		writeBenchFile(b, file, s.String())
 	}
-	cmd := exec.Command(d.bin, "-q", "--ssh-config", d.rig.SSHConfig, "-f", file, "deploy")
-	return runTimed(b, "star-deploy deploy", cmd)
+	cmd := exec.Command(bin, "-q", "--ssh-config", d.rig.SSHConfig, "-f", file, "deploy")
+	return runTimed(b, impl+": star-deploy deploy", cmd)
 }
 
 // ---- the floor ---------------------------------------------------------------------------------
@@ -689,6 +697,10 @@ func benchImpls(b *testing.B) []string {
 				b.Logf("Capistrano is not installed (no cap on PATH): it is left out")
 				continue
 			}
+		}
+		if impl == "base" && os.Getenv("STAR_DEPLOY_BENCH_BASE_BIN") == "" {
+			b.Logf("no STAR_DEPLOY_BENCH_BASE_BIN: base is left out")
+			continue
 		}
 		if !slices.Contains(impls, impl) {
 			impls = append(impls, impl)
