@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/star-deploy/star-deploy/internal/cli"
+)
+
+// readmeDeployfileRE matches a README Deployfile marked as whole, with the comment line before
+// its fence: the Python block that follows.
+var readmeDeployfileRE = regexp.MustCompile("(?s)<!-- a whole Deployfile[^\n]*-->\n```python\n(.*?)```")
+
+// TestReadmeDeployfiles loads each Deployfile the README shows as a whole one and dry-runs its
+// deploy: an example a reader copies must load as printed, and its deploy must plan.
+func TestReadmeDeployfiles(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := readmeDeployfileRE.FindAllSubmatch(readme, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("the README has %d Deployfiles marked whole, want at least 2", len(blocks))
+	}
+	for i, b := range blocks {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "Deployfile.star")
+		if err := os.WriteFile(file, b[1], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		code := cli.Main([]string{"-f", file, "--log", filepath.Join(dir, "log"), "-n", "deploy"},
+			cli.IO{Stdout: &out, Stderr: &out, Interrupts: make(chan os.Signal)})
+		if code != 0 {
+			first, _, _ := strings.Cut(string(b[1]), "\n")
+			t.Errorf("README Deployfile %d (%s): star-deploy -n deploy: exit status %d\n%s", i+1, first, code, out.String())
+		}
+	}
+}
