@@ -100,7 +100,13 @@ func (r *rig) recorder(name string) *transport.Recording {
 }
 
 func (r *rig) run(filter runtime.Filter, tasks ...string) error {
-	eng := &runtime.Engine{
+	return r.engine(filter).Run(context.Background(), tasks)
+}
+
+// engine returns an engine for one run: each host's transport is its recorder (or what r.connect
+// opens), events go to r.events, and time is r.clock's.
+func (r *rig) engine(filter runtime.Filter) *runtime.Engine {
+	return &runtime.Engine{
 		Config: r.sess.Config,
 		Filter: filter,
 		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
@@ -118,7 +124,6 @@ func (r *rig) run(filter runtime.Filter, tasks ...string) error {
 		Now:   r.clock.Now,
 		Sleep: r.clock.Sleep,
 	}
-	return eng.Run(context.Background(), tasks)
 }
 
 // plan renders what each host ran, hosts sorted, as the golden files hold it.

@@ -170,6 +170,12 @@ type Task struct {
 	// its intermediate hosts so: one that is down leaves the others to fetch from.)
 	BestEffort bool
 
+	// Optional marks a task that may match no host: it is then skipped with a debug line. (Any
+	// other task that matches no host is reported skipped, as a warning, and in the run's
+	// summary: it did not run.) The two-phase deploy's check of its intermediate hosts is so: a
+	// fleet deployed with git has none.
+	Optional bool
+
 	// Anonymous marks a function hook: it runs on the hosts of the task it hooks.
 	Anonymous bool
 
@@ -322,7 +328,7 @@ func (c *Config) suggest(name string) string {
 		}
 	}
 	if best == "" {
-		return "; star-deploy -A lists every task"
+		return "; star-deploy -A -T lists every task"
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }

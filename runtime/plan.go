@@ -96,6 +96,7 @@ func inherit(h, hooked *Task) *Task {
 	cp.ForwardAgent = cp.ForwardAgent || hooked.ForwardAgent
 	cp.Unfiltered = hooked.Unfiltered // on the hooked task's hosts, however -r/-z narrow the run
 	cp.Resolve = hooked.Resolve       // and on those it works out when it runs
+	cp.Optional = hooked.Optional     // which may be none
 	if cp.Timeout == 0 {
 		cp.Timeout = hooked.Timeout
 	}

@@ -27,7 +27,7 @@ var declarations = register(&Family{
 		{Name: "server", Sig: "(address, roles=[], user=None, port=None, primary=False, no_release=False, local=False, forward_agent=False, **props)", Doc: `declare a host ("user@host:port"); props are free-form host data; forward_agent=True forwards your SSH agent to it`, Phase: phaseLoad, Fn: builtinServer},
 		{Name: "role", Sig: "(name, addresses, **props)", Doc: "give role name to each address (declaring them as needed); props as for server()", Phase: phaseLoad, Fn: builtinRole},
 		{Name: "stage", Sig: "(name, fn)", Doc: "declare a stage: fn() declares its servers and variables and runs only when the stage is selected", Phase: phaseLoad, Fn: builtinStage},
-		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None, unfiltered=False, gate=False, best_effort=False)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails; unfiltered=True ignores -r/-z; gate=True: its failure refuses the run before anything changed, so no on_failure task runs; best_effort=True: a host that fails it is a warning and the run goes on (the task fails only if it fails everywhere), its result missing from results(); roles, limit, batch and wait may be functions of no parameters, worked out each time the task starts (from variables, hosts())", Phase: phaseLoad, Fn: builtinTask},
+		{Name: "task", Sig: `(name, fn_or_steps, desc="", roles=[], hosts=[], once=False, local=False, release=False, limit=0, batch=0, wait="0s", timeout=None, forward_agent=False, on_failure=None, unfiltered=False, gate=False, best_effort=False, optional=False)`, Doc: "declare a task: fn(host) runs on each selected host; a list of task names runs them in order; timeout= is the default limit of each of its commands; forward_agent=True forwards your SSH agent for its commands; on_failure names a task to run if it fails; unfiltered=True ignores -r/-z; gate=True: its failure refuses the run before anything changed, so no on_failure task runs; best_effort=True: a host that fails it is a warning and the run goes on (the task fails only if it fails everywhere), its result missing from results(); a task that matches no host is skipped with a warning, but with optional=True (for a step some fleets have no hosts for) quietly; roles, limit, batch and wait may be functions of no parameters, worked out each time the task starts (from variables, hosts())", Phase: phaseLoad, Fn: builtinTask},
 		{Name: "before", Sig: "(task, hook)", Doc: "run hook (a task name or a function) before task, every time task runs", Phase: phaseLoad, Fn: builtinHook(false)},
 		{Name: "after", Sig: "(task, hook)", Doc: "run hook (a task name or a function) after task, every time task runs", Phase: phaseLoad, Fn: builtinHook(true)},
 	},
@@ -429,6 +429,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		unfiltered           bool
 		gate                 bool
 		bestEffort           bool
+		optional             bool
 		timeout              durationArg
 		lazyRoles, lazyLimit lazyArg
 		lazyBatch, lazyWait  lazyArg
@@ -440,7 +441,7 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
 		"name", &name, "fn_or_steps", &body, "desc?", &desc, "roles?", &lazyRoles, "hosts?", &hosts,
 		"once?", &once, "local?", &local, "release?", &release, "limit?", &lazyLimit, "batch?", &lazyBatch,
-		"wait?", &lazyWait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure, "unfiltered?", &unfiltered, "gate?", &gate, "best_effort?", &bestEffort); err != nil {
+		"wait?", &lazyWait, "timeout?", &timeout, "forward_agent?", &forward, "on_failure?", &onFailure, "unfiltered?", &unfiltered, "gate?", &gate, "best_effort?", &bestEffort, "optional?", &optional); err != nil {
 		return nil, err
 	}
 	// roles, limit, batch and wait are values, or functions worked out when the task runs.
@@ -478,9 +479,13 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
 		Release: release, Limit: limit, Batch: runtime.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
 		ForwardAgent: forward, OnFailure: onFailure, Unfiltered: unfiltered, Gate: gate, BestEffort: bestEffort,
+		Optional: optional,
 	}
 	if bestEffort && local {
 		return nil, fmt.Errorf("%s: best_effort is for tasks that run on hosts; a local task has one", b.Name())
+	}
+	if optional && local {
+		return nil, fmt.Errorf("%s: optional is for tasks that run on hosts; a local task always runs, once", b.Name())
 	}
 	if lazyRoles.fn != nil || lazyLimit.fn != nil || lazyBatch.fn != nil || lazyWait.fn != nil {
 		if local {

@@ -451,7 +451,10 @@ func loadError(err error) error {
 }
 
 // describeEval formats a Starlark evaluation error as "file:line:col: message" at the innermost
-// frame with a position, then the call stack when it has more than one frame.
+// frame with a position, then the call stack when it has more than one frame. In a built-in
+// library (@star//...) the message comes first, then "(at @star//deploy.star:201:17)" (on a line
+// of its own after a message of several lines), without "fail: " when fail() raised it: there
+// the message is written for the user, and the position is the library's, not the user's code.
 func describeEval(ee *starlark.EvalError) string {
 	var pos string
 	for i := len(ee.CallStack) - 1; i >= 0; i-- {
@@ -462,10 +465,21 @@ func describeEval(ee *starlark.EvalError) string {
 	}
 	msg := ee.Msg
 	var b strings.Builder
-	if pos != "" {
-		b.WriteString(pos + ": ")
+	switch {
+	case strings.HasPrefix(pos, "@star//"):
+		// A message of several lines (a command's, its stderr) gets the position on a line of
+		// its own after it.
+		msg = strings.TrimPrefix(msg, "fail: ")
+		sep := " "
+		if strings.Contains(msg, "\n") {
+			sep = "\n"
+		}
+		b.WriteString(msg + sep + "(at " + pos + ")")
+	case pos != "":
+		b.WriteString(pos + ": " + msg)
+	default:
+		b.WriteString(msg)
 	}
-	b.WriteString(msg)
 	frames := 0
 	for _, fr := range ee.CallStack {
 		if fr.Pos.IsValid() && fr.Pos.Filename() != "<builtin>" {

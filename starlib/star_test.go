@@ -439,6 +439,8 @@ func TestLoadErrors(t *testing.T) {
 			`^Deployfile\.star:1:4: keep_releases: got 0 \(int\), want a whole number \(at least 1\)`},
 		{"unknown choice", "variable(\"scm\", \"git\", type = \"string\", choices = [\"git\", \"copy\"])\nset(\"scm\", \"gti\")\n",
 			`^Deployfile\.star:2:4: scm: got "gti" \(string\), want one of "git", "copy" \(did you mean "git"\?\)`},
+		{"optional local task", "task(\"a\", lambda: None, local = True, optional = True)\n",
+			`^Deployfile\.star:1:5: task: optional is for tasks that run on hosts; a local task always runs, once$`},
 		{"syntax error", "task(\"a\", [)\n",
 			`^Deployfile\.star:1:12: got '\)', want primary expression`},
 	} {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Format names how a Printer renders events.
@@ -51,7 +53,22 @@ type Options struct {
 	Format    Format // Pretty, Plain or JSON; empty or unknown means Plain
 	Color     bool   // use ANSI colours; only Pretty has any
 	Verbosity int    // Quiet, Normal or Verbose
+	// Progress keeps a status line under the output while a run goes on (Pretty only): the task
+	// running, i of n, its hosts done, running and failed, and the time since the run started,
+	// redrawn on every event and every ProgressInterval, and erased before any other line is
+	// written and when the run ends. It moves the cursor with ANSI codes: only for a terminal
+	// (not TERM=dumb). Call Close when the run is over.
+	Progress bool
+	// Width, when set, is the terminal's width in columns: the status line is cut to fit it.
+	Width int
 }
+
+// ProgressInterval is how often the status line of Options.Progress is redrawn between events,
+// so that its clock moves.
+const ProgressInterval = 200 * time.Millisecond
+
+// maxSimulated is how many simulated answers the closing summary of a dry run lists.
+const maxSimulated = 30
 
 // maxListed is how many host names a task heading shows before "and N more".
 const maxListed = 6
@@ -63,24 +80,30 @@ const maxListed = 6
 //
 // The Plain lines are stable, to be grepped:
 //
-//	run: production deploy (web1, web2)      run_start
+//	run: production deploy (web1, web2)      run_start (then "dry run: ..." for a dry run)
 //	== deploy:updating (web1, web2)          task_start ("[before deploy]" after the name for a hook)
+//	warn: deploy:restart skipped: text       task_skipped
 //	web1 $ touch /x                          command
 //	web1 | text                              stdout
 //	web1 ! text                              stderr
+//	web1 simulated: text                     simulated
 //	web1 info: text                          info, warn, debug, rollback ("info: text" without a host)
 //	web1 done deploy:updating 0.3s           host_done (-v only)
 //	web1 FAILED deploy:updating: text        host_error
 //	-- deploy:updating 1.2s failed on web2   task_end ("failed on" only when some host failed)
-//	FAILED: 3 hosts, 1 failed (web2), 4.1s   run_end ("OK: 3 hosts, 0 failed, 4.1s"; "STOPPED: ..." when interrupted), then "error: text"
+//	FAILED: 3 hosts, 1 failed (web2), 4.1s   run_end ("OK: 3 hosts, 0 failed, 4.1s"; "STOPPED: ..." when interrupted), then "error: text",
+//	                                         the tasks skipped, and for a dry run what was simulated
 //	error: text                              error
 //
-// Text of several lines gets the line's prefix on each of them. Quiet keeps only stderr, warn,
-// host_error, rollback, run_end and error; only Verbose shows debug and host_done.
+// Text of several lines gets the line's prefix on each of them, but a command of several lines
+// is one entry: its continuation lines are indented under its first. Quiet keeps only stderr,
+// warn, task_skipped, host_error, rollback, run_end and error; only Verbose shows debug and
+// host_done; host_start is only in JSON.
 //
 // A Printer keeps a little state across the events of a run, reset by each RunStart: the widest
 // host name (to align the host column of Pretty), the number of tasks started (the progress
-// counter of Pretty's headings) and the failures seen (for Pretty's closing summary).
+// counter of Pretty's headings), the failures seen (for Pretty's closing summary), the tasks
+// skipped and a dry run's simulated answers (for the closing summary of both).
 type Printer struct {
 	mu    sync.Mutex
 	w     io.Writer
@@ -91,9 +114,13 @@ type Printer struct {
 	now     time.Time      // the time of the event being written, for stamp
 	total   int            // hosts of the run
 	width   int            // widest host name of the run
-	started int            // tasks started in the run
+	started int            // tasks started (or skipped) in the run
 	numbers map[string]int // the counter of each task's latest start
 	failed  []failure
+	skipped []string  // tasks that matched no host
+	dry     bool      // the run is a dry run
+	sims    []failure // the simulated answers a dry run's recipe used
+	prog    progress  // the status line of Options.Progress
 }
 
 // failure is a host error remembered for Pretty's closing summary.
@@ -110,8 +137,9 @@ func NewPrinter(w io.Writer, o Options) *Printer {
 	}
 	if o.Format != Pretty {
 		o.Color = false
+		o.Progress = false
 	}
-	return &Printer{w: w, o: o, numbers: map[string]int{}}
+	return &Printer{w: w, o: o, numbers: map[string]int{}, prog: progress{on: o.Progress, every: ProgressInterval, clock: time.Now}}
 }
 
 // Emit implements Sink.
@@ -119,21 +147,24 @@ func (p *Printer) Emit(e Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.track(e)
-	if !p.visible(e.Kind) {
-		return
-	}
 	p.buf.Reset()
-	p.now = e.Time
-	if p.stamp && p.now.IsZero() {
-		p.now = time.Now()
+	if p.visible(e.Kind) {
+		p.now = e.Time
+		if p.stamp && p.now.IsZero() {
+			p.now = time.Now()
+		}
+		switch p.o.Format {
+		case JSON:
+			p.json(e)
+		case Pretty:
+			p.pretty(e)
+		default:
+			p.plain(e)
+		}
 	}
-	switch p.o.Format {
-	case JSON:
-		p.json(e)
-	case Pretty:
-		p.pretty(e)
-	default:
-		p.plain(e)
+	if p.prog.on {
+		p.drawWith(p.buf.Bytes())
+		return
 	}
 	if p.buf.Len() > 0 {
 		_, _ = p.w.Write(p.buf.Bytes())
@@ -145,6 +176,7 @@ func (p *Printer) track(e Event) {
 	switch e.Kind {
 	case RunStart:
 		p.total, p.width, p.started, p.failed = len(e.Hosts), 0, 0, nil
+		p.skipped, p.sims, p.dry = nil, nil, e.DryRun
 		clear(p.numbers)
 		for _, h := range e.Hosts {
 			p.width = max(p.width, len(h))
@@ -152,8 +184,25 @@ func (p *Printer) track(e Event) {
 	case TaskStart:
 		p.started++
 		p.numbers[e.Task] = p.started
+	case TaskSkipped:
+		p.started++
+		p.numbers[e.Task] = p.started
+		if !slices.Contains(p.skipped, e.Task) {
+			p.skipped = append(p.skipped, e.Task)
+		}
+	case Simulated:
+		p.sims = append(p.sims, failure{e.Host, e.Task, e.Text})
 	case HostError:
 		p.failed = append(p.failed, failure{e.Host, e.Task, e.Text})
+	}
+	p.prog.track(e)
+	if e.Kind == RunStart && p.prog.active && p.prog.every > 0 {
+		if p.prog.stop != nil {
+			close(p.prog.stop) // a run that never ended
+		}
+		stop := make(chan struct{})
+		p.prog.stop = stop
+		go p.tick(stop, p.prog.every)
 	}
 }
 
@@ -164,9 +213,11 @@ func (p *Printer) visible(k Kind) bool {
 		return k != Debug || v >= Verbose
 	}
 	switch k {
+	case HostStart:
+		return false
 	case Debug, HostDone:
 		return v >= Verbose
-	case Stderr, Warn, HostError, Rollback, RunEnd, Error:
+	case Stderr, Warn, TaskSkipped, HostError, Rollback, RunEnd, Error:
 		return true
 	default:
 		return v >= Normal
@@ -206,6 +257,46 @@ func (p *Printer) lines(prefix, style, text string) {
 	}
 }
 
+// entry writes text after prefix as one entry: its first line after prefix, the others indented
+// under it (a command of several lines). A final newline does not make an empty last line.
+func (p *Printer) entry(prefix, style, text string) {
+	text = strings.TrimSuffix(text, "\n")
+	indent := strings.Repeat(" ", visibleWidth(prefix))
+	first := true
+	for l := range strings.SplitSeq(text, "\n") {
+		l = strings.TrimSuffix(l, "\r")
+		pre := prefix
+		if !first {
+			pre = indent
+		}
+		first = false
+		if l == "" {
+			p.line(strings.TrimRight(pre, " "))
+			continue
+		}
+		p.line(pre + p.paint(style, l))
+	}
+}
+
+// visibleWidth is how many columns s takes on a terminal: its runes, but ANSI colour codes.
+func visibleWidth(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		if s[i] == '\x1b' {
+			end := strings.IndexByte(s[i:], 'm')
+			if end < 0 {
+				break
+			}
+			i += end + 1
+			continue
+		}
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		n++
+	}
+	return n
+}
+
 // plain renders e as the lines of the Plain format.
 func (p *Printer) plain(e Event) {
 	host := ""
@@ -222,6 +313,9 @@ func (p *Printer) plain(e Event) {
 			s += " (" + listHosts(e.Hosts) + ")"
 		}
 		p.line(s)
+		if e.DryRun {
+			p.line("dry run: " + dryRunNote)
+		}
 	case TaskStart:
 		s := "== " + e.Task
 		if e.Text != "" {
@@ -234,8 +328,10 @@ func (p *Printer) plain(e Event) {
 			s += " at " + e.Pos
 		}
 		p.line(s)
+	case TaskSkipped:
+		p.lines("warn: "+e.Task+" skipped: ", "", e.Text)
 	case Command:
-		p.lines(host+"$ ", "", e.Text)
+		p.entry(host+"$ ", "", e.Text)
 	case Stdout:
 		p.lines(host+"| ", "", e.Text)
 	case Stderr:
@@ -259,9 +355,35 @@ func (p *Printer) plain(e Event) {
 		if e.Text != "" {
 			p.lines("error: ", "", e.Text)
 		}
-	default: // Info, Warn, Debug, Rollback and kinds added later
+		if len(p.skipped) > 0 {
+			p.line(skippedNote + strings.Join(p.skipped, ", "))
+		}
+		if e.DryRun || p.dry {
+			p.line("dry run: nothing was connected to or changed")
+			if len(p.sims) > 0 {
+				p.line("dry run: " + simulatedNote(len(p.sims)))
+				for _, s := range p.sims[:min(len(p.sims), maxSimulated)] {
+					p.lines("  "+s.host+" "+s.task+": ", "", s.text)
+				}
+				if len(p.sims) > maxSimulated {
+					p.line(fmt.Sprintf("  and %d more", len(p.sims)-maxSimulated))
+				}
+			}
+		}
+	default: // Info, Warn, Debug, Rollback, Simulated and kinds added later
 		p.lines(host+string(e.Kind)+": ", "", e.Text)
 	}
+}
+
+// dryRunNote says what a dry run is, under its first line.
+const dryRunNote = "nothing is connected to or changed: commands are shown, not run, and each is answered with a simulated success (exit 0, no output)"
+
+// skippedNote heads the list of the tasks that matched no host, in the closing summary.
+const skippedNote = "not run, no host matched: "
+
+// simulatedNote heads the list of a dry run's simulated answers in its closing summary.
+func simulatedNote(n int) string {
+	return fmt.Sprintf("the recipe used %s; a real run may go another way after each:", plural(n, "simulated answer"))
 }
 
 // summary returns the first line of a RunEnd in the Plain format.
@@ -331,6 +453,9 @@ func (p *Printer) pretty(e Event) {
 			s += sep + "on " + listHosts(e.Hosts)
 		}
 		p.line(s)
+		if e.DryRun {
+			p.line(p.paint(yellow, "dry run:") + " " + dryRunNote)
+		}
 	case TaskStart:
 		s := p.paint(dim, fmt.Sprintf("[%d]", p.started)) + " " + p.paint(bold, e.Task)
 		if e.Text != "" {
@@ -343,8 +468,11 @@ func (p *Printer) pretty(e Event) {
 			s += "  " + p.paint(dim, e.Pos)
 		}
 		p.line(s)
+	case TaskSkipped:
+		s := p.paint(dim, fmt.Sprintf("[%d]", p.started)) + " " + p.paint(bold, e.Task) + "  " + p.paint(yellow, "skipped:") + " "
+		p.lines(s, "", e.Text)
 	case Command:
-		p.lines(col+p.paint(dim, "$")+" ", dim, e.Text)
+		p.entry(col+p.paint(dim, "$")+" ", dim, e.Text)
 	case Stdout:
 		p.lines(col+p.paint(dim, "|")+" ", "", e.Text)
 	case Stderr:
@@ -353,6 +481,8 @@ func (p *Printer) pretty(e Event) {
 		p.lines(col, "", e.Text)
 	case Warn:
 		p.lines(col+p.paint(yellow, "warning:")+" ", "", e.Text)
+	case Simulated:
+		p.lines(col+p.paint(yellow, "simulated:")+" ", "", e.Text)
 	case Debug:
 		p.lines(col+p.paint(dim, "debug:")+" ", dim, e.Text)
 	case HostDone:
@@ -389,6 +519,7 @@ func (p *Printer) prettySummary(e Event) {
 	hosts := plural(p.hosts(e), "host")
 	d := FormatDuration(e.Duration)
 	p.line("")
+	defer p.prettyNotes(e)
 	if len(e.Failed) == 0 && e.Text == "" {
 		p.line(p.paint(green+bold, "OK:") + " " + hosts + " in " + d)
 		return
@@ -414,6 +545,28 @@ func (p *Printer) prettySummary(e Event) {
 	}
 	if e.Text != "" && len(p.failed) == 0 {
 		p.lines(p.paint(red, "error:")+" ", "", e.Text)
+	}
+}
+
+// prettyNotes writes the end of the closing summary: the tasks that matched no host, and what a
+// dry run simulated.
+func (p *Printer) prettyNotes(e Event) {
+	if len(p.skipped) > 0 {
+		p.line(p.paint(yellow, skippedNote) + strings.Join(p.skipped, ", "))
+	}
+	if !e.DryRun && !p.dry {
+		return
+	}
+	p.line(p.paint(yellow, "dry run:") + " nothing was connected to or changed")
+	if len(p.sims) == 0 {
+		return
+	}
+	p.line(p.paint(yellow, "dry run:") + " " + simulatedNote(len(p.sims)))
+	for _, s := range p.sims[:min(len(p.sims), maxSimulated)] {
+		p.lines(p.hostColumn(s.host)+s.task+": ", "", s.text)
+	}
+	if len(p.sims) > maxSimulated {
+		p.line(fmt.Sprintf("  and %d more", len(p.sims)-maxSimulated))
 	}
 }
 

@@ -513,3 +513,112 @@ func TestErrorKind(t *testing.T) {
 		t.Errorf("log: got %q", got)
 	}
 }
+
+// dryRunEvents is a dry run of two hosts: a command of several lines, a task that matched no
+// host, and two simulated answers the recipe used.
+func dryRunEvents() []Event {
+	hosts := []string{"web1", "web2"}
+	return []Event{
+		{Kind: RunStart, Text: "deploy", Hosts: hosts, Tasks: 2, DryRun: true},
+		{Kind: TaskStart, Task: "deploy:lock", Hosts: hosts[:1]},
+		{Kind: HostStart, Task: "deploy:lock", Host: "web1"},
+		{Kind: Command, Task: "deploy:lock", Host: "web1", Text: "printf '%s' 'holder: me\nsince: now\n\n' > info"},
+		{Kind: Simulated, Task: "deploy:lock", Host: "web1", Text: "`test -d /srv/lock` answered true (test())"},
+		{Kind: TaskEnd, Task: "deploy:lock"},
+		{Kind: TaskSkipped, Task: "web:disable", Text: "no declared host has role web"},
+		{Kind: Simulated, Task: "deploy:check", Host: "web2", Text: "`mkdir x` answered exit 0, no output (run(), its .stdout read)"},
+		{Kind: RunEnd, Hosts: hosts, DryRun: true, Duration: 10 * time.Millisecond},
+	}
+}
+
+func TestPlainDryRun(t *testing.T) {
+	closing := []string{
+		"OK: 2 hosts, 0 failed, 0.0s",
+		"not run, no host matched: web:disable",
+		"dry run: nothing was connected to or changed",
+		"dry run: the recipe used 2 simulated answers; a real run may go another way after each:",
+		"  web1 deploy:lock: `test -d /srv/lock` answered true (test())",
+		"  web2 deploy:check: `mkdir x` answered exit 0, no output (run(), its .stdout read)",
+	}
+	for _, tt := range []struct {
+		verbosity int
+		want      []string
+	}{{Normal, append([]string{
+		"run: deploy (web1, web2)",
+		"dry run: " + dryRunNote,
+		"== deploy:lock (web1)",
+		"web1 $ printf '%s' 'holder: me",
+		"       since: now",
+		"",
+		"       ' > info",
+		"web1 simulated: `test -d /srv/lock` answered true (test())",
+		"-- deploy:lock 0.0s",
+		"warn: web:disable skipped: no declared host has role web",
+		"web2 simulated: `mkdir x` answered exit 0, no output (run(), its .stdout read)",
+	}, closing...)}, {Quiet, append([]string{
+		// Quiet: the skipped task, and the closing summary in full.
+		"warn: web:disable skipped: no declared host has role web",
+	}, closing...)}} {
+		want := text(tt.want...)
+		if got := render(Options{Format: Plain, Verbosity: tt.verbosity}, dryRunEvents()...); got != want {
+			t.Errorf("verbosity %d, got:\n%s\nwant:\n%s", tt.verbosity, got, want)
+		}
+	}
+}
+
+func TestPrettyDryRun(t *testing.T) {
+	want := text(
+		"run: deploy  on web1, web2",
+		"dry run: "+dryRunNote,
+		"[1] deploy:lock  on web1",
+		"  web1  $ printf '%s' 'holder: me",
+		"          since: now",
+		"",
+		"          ' > info",
+		"  web1  simulated: `test -d /srv/lock` answered true (test())",
+		"[1] deploy:lock  done in 0.0s",
+		"[2] web:disable  skipped: no declared host has role web",
+		"  web2  simulated: `mkdir x` answered exit 0, no output (run(), its .stdout read)",
+		"",
+		"OK: 2 hosts in 0.0s",
+		"not run, no host matched: web:disable",
+		"dry run: nothing was connected to or changed",
+		"dry run: the recipe used 2 simulated answers; a real run may go another way after each:",
+		"  web1  deploy:lock: `test -d /srv/lock` answered true (test())",
+		"  web2  deploy:check: `mkdir x` answered exit 0, no output (run(), its .stdout read)",
+	)
+	if got := render(Options{Format: Pretty}, dryRunEvents()...); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	// In colour, the continuation lines of a command line up with its first, past the codes.
+	got := render(Options{Format: Pretty, Color: true}, dryRunEvents()[:4]...)
+	if !strings.Contains(got, "\n          \x1b[2msince: now\x1b[0m\n") {
+		t.Errorf("coloured command of several lines:\n%q", got)
+	}
+}
+
+// TestSimulatedListCut: the closing summary lists at most maxSimulated simulated answers.
+func TestSimulatedListCut(t *testing.T) {
+	events := []Event{{Kind: RunStart, Hosts: []string{"a"}, DryRun: true}}
+	for i := range maxSimulated + 5 {
+		events = append(events, Event{Kind: Simulated, Task: "t", Host: "a", Text: fmt.Sprint(i)})
+	}
+	events = append(events, Event{Kind: RunEnd, Hosts: []string{"a"}, DryRun: true})
+	got := render(Options{Format: Plain, Verbosity: Quiet}, events...)
+	if !strings.HasSuffix(got, fmt.Sprintf("  a t: %d\n  and 5 more\n", maxSimulated-1)) {
+		t.Errorf("got:\n%s", got)
+	}
+}
+
+// TestHostStartOnlyInJSON: host_start is for machines (and the progress line), not for people.
+func TestHostStartOnlyInJSON(t *testing.T) {
+	e := Event{Kind: HostStart, Task: "t", Host: "a"}
+	for _, f := range []Format{Plain, Pretty} {
+		if got := render(Options{Format: f, Verbosity: Verbose}, e); got != "" {
+			t.Errorf("%s: %q", f, got)
+		}
+	}
+	if got := render(Options{Format: JSON}, e); !strings.Contains(got, `"event":"host_start"`) {
+		t.Errorf("json: %q", got)
+	}
+}

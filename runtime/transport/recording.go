@@ -28,7 +28,8 @@ type Response struct {
 }
 
 // Recording runs nothing: it records each command and answers with a canned Response. It backs
-// --dry-run (every command succeeds with empty output) and the engine's tests.
+// dry runs (runtime.Engine.DryRun: every command succeeds with empty output, an answer the run
+// reports as simulated where the recipe uses it) and the engine's tests.
 type Recording struct {
 	// Respond, when set, decides the answer to each command line; nil answers exit 0.
 	Respond func(line string) Response
