@@ -38,6 +38,8 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			// Under -race, each run of the binary would otherwise wait a second at exit.
 			env.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")))
+			// Help and listings fit the terminal's width: the scripts' is fixed.
+			env.Setenv("COLUMNS", "80")
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

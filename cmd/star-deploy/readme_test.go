@@ -41,3 +41,25 @@ func TestReadmeDeployfiles(t *testing.T) {
 		}
 	}
 }
+
+// readmeHelpRE matches the --help output pasted into the README.
+var readmeHelpRE = regexp.MustCompile("(?s)<summary><code>star-deploy --help</code> \\(80 columns\\)</summary>\n\n```\n(.*?)```")
+
+// TestReadmeHelp: the --help output in the README is the binary's, at 80 columns.
+func TestReadmeHelp(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := readmeHelpRE.FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("the README has no --help output")
+	}
+	var out bytes.Buffer
+	if code := cli.Main([]string{"--help"}, cli.IO{Stdout: &out, Stderr: &out, Width: 80, Interrupts: make(chan os.Signal)}); code != 0 {
+		t.Fatalf("--help: exit status %d\n%s", code, out.String())
+	}
+	if got := out.String(); got != string(m[1]) {
+		t.Errorf("the README's --help differs from the binary's at 80 columns; paste this:\n%s", got)
+	}
+}

@@ -114,6 +114,7 @@ func runRigScripts(t *testing.T, rig *sshrig.Rig, params testscript.Params) {
 	params.Cmds = cmds
 	params.Setup = func(env *testscript.Env) error {
 		env.Setenv("GORACE", strings.TrimSpace("atexit_sleep_ms=0 "+os.Getenv("GORACE")))
+		env.Setenv("COLUMNS", "80") // help and listings fit the terminal's width: the scripts' is fixed
 		env.Setenv("RIG", rig.Dir)
 		env.Setenv("REPO", repoRoot)
 		env.Setenv("SSH_CONFIG", rig.SSHConfig)

@@ -133,26 +133,35 @@ func TestHelpBuiltinsListsEveryBuiltin(t *testing.T) {
 	}
 }
 
+// TestListTasks: -T groups the tasks by namespace, tasks alone in theirs first, each group
+// aligned on its own, and cuts descriptions to the width.
 func TestListTasks(t *testing.T) {
 	cfg := runtime.NewConfig()
 	cfg.AddTask(&runtime.Task{Name: "deploy", Desc: "Deploy\nmore"})
 	cfg.AddTask(&runtime.Task{Name: "deploy:restart"})
+	cfg.AddTask(&runtime.Task{Name: "deploy:check", Desc: "Check the servers before anything changes on any of them"})
 	cfg.AddTask(&runtime.Task{Name: "logs", Desc: "Tail the logs"})
+	cfg.AddTask(&runtime.Task{Name: "db:migrate", Desc: "Migrate"})
 	tests := []struct {
-		pattern string
-		all     bool
-		want    string
+		pattern       string
+		all           bool
+		width         int
+		want          string
+		shown, hidden int
 	}{
-		{"", false, "star-deploy deploy  # Deploy\nstar-deploy logs    # Tail the logs\n"},
-		{"", true, "star-deploy deploy          # Deploy\nstar-deploy deploy:restart\nstar-deploy logs            # Tail the logs\n"},
-		{"restart", false, ""},
-		{"restart", true, "star-deploy deploy:restart\n"},
+		{"", false, 100, "star-deploy logs  # Tail the logs\n\nstar-deploy db:migrate  # Migrate\n\n" +
+			"star-deploy deploy        # Deploy\nstar-deploy deploy:check  # Check the servers before anything changes on any of them\n", 4, 1},
+		{"", false, 60, "star-deploy logs  # Tail the logs\n\nstar-deploy db:migrate  # Migrate\n\n" +
+			"star-deploy deploy        # Deploy\nstar-deploy deploy:check  # Check the servers before...\n", 4, 1},
+		{"deploy", true, 80, "star-deploy deploy          # Deploy\nstar-deploy deploy:check    # Check the servers before anything changes on...\nstar-deploy deploy:restart\n", 3, 0},
+		{"restart", false, 80, "", 0, 1},
+		{"restart", true, 80, "star-deploy deploy:restart\n", 1, 0},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
-		listTasks(&b, cfg, tt.pattern, tt.all)
-		if b.String() != tt.want {
-			t.Errorf("listTasks(%q, all=%v) =\n%s\nwant\n%s", tt.pattern, tt.all, b.String(), tt.want)
+		shown, hidden := listTasks(&b, cfg, tt.pattern, tt.all, tt.width)
+		if b.String() != tt.want || shown != tt.shown || hidden != tt.hidden {
+			t.Errorf("listTasks(%q, all=%v, width %d) = %d shown, %d hidden:\n%s\nwant %d, %d:\n%s", tt.pattern, tt.all, tt.width, shown, hidden, b.String(), tt.shown, tt.hidden, tt.want)
 		}
 	}
 }
@@ -181,11 +190,15 @@ task("hello", lambda host: None)
 		if !strings.Contains(out, tt.want) {
 			t.Errorf("%+v: output lacks %q:\n%s", tt.io, tt.want, out)
 		}
-		if got := strings.Contains(out, "\x1b["); got != tt.escape {
+		// Colour is SGR (ESC [ ... m); a terminal also gets the progress line's own controls.
+		if got := sgrRE.MatchString(out); got != tt.escape {
 			t.Errorf("%+v: colour escapes = %v, want %v:\n%q", tt.io, got, tt.escape, out)
 		}
 	}
 }
+
+// sgrRE matches an ANSI colour (Select Graphic Rendition) sequence.
+var sgrRE = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 // TestErrorsPrintedOnce checks that an error the run's summary has shown is not printed again,
 // and that every other error is printed, whatever its exit code.

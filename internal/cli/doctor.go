@@ -31,10 +31,27 @@ type check struct {
 // errDoctorFound is returned when a check failed; the report has said what and how to fix it.
 var errDoctorFound = errors.New("doctor found problems")
 
-// doctor checks each selected host without changing anything: reachability, authentication,
-// host key, the remote shell, sudo, and free space at deploy_to.
-func doctor(o *Options, sess *starlib.Session, stdio IO, sink output.Sink) error {
-	hosts, err := sess.Config.SelectHosts(&runtime.Task{}, runtime.Filter{Roles: o.Roles, Hosts: o.Hosts})
+// doctorCommand checks each selected host without changing anything: reachability,
+// authentication, host key, the remote shell, sudo, and free space at deploy_to. It runs its
+// checks as a task of the engine (hosts in parallel, Ctrl-C stopping them), then prints one
+// report per host.
+type doctorCommand struct {
+	inv    *invocation
+	filter runtime.Filter
+}
+
+func (c *doctorCommand) Run(ctx context.Context) error {
+	return c.inv.withDeployfile(ctx, stageRequired, false, c.inv.words, view{report: true}, c.run)
+}
+
+func (c *doctorCommand) run(ctx context.Context, l *loaded) error {
+	if len(l.words) > 0 {
+		return &runtime.UsageError{Msg: "doctor takes no tasks; restrict it with --roles/--hosts"}
+	}
+	if err := checkFilter(l.cfg, c.filter); err != nil {
+		return err
+	}
+	hosts, err := l.cfg.SelectHosts(&runtime.Task{}, c.filter)
 	if err != nil {
 		return err
 	}
@@ -42,42 +59,61 @@ func doctor(o *Options, sess *starlib.Session, stdio IO, sink output.Sink) error
 		return &runtime.UsageError{Msg: "no hosts to check: declare servers with server() or role()"}
 	}
 	// Strict host key checking whatever the flags say: doctor records nothing.
-	d, err := dialer(o, "yes", sink)
+	d, err := dialer(c.inv.opts, "yes", l.sink)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	reports := make([][]check, len(hosts))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			reports[i] = examine(ctx, d, sess, h)
-		}()
+	var mu sync.Mutex
+	reports := map[*runtime.Host][]check{}
+	task := &runtime.Task{Name: "doctor", Limit: 16, Body: func(ctx context.Context, x *runtime.Exec) error {
+		r := examine(ctx, x.Transport.(*reached), l.sess, x.Host)
+		mu.Lock()
+		reports[x.Host] = r
+		mu.Unlock()
+		return nil
+	}}
+	// Not reaching a host is a finding, not a failure of the run: the connector hands the task
+	// the outcome of connecting, whatever it is.
+	connect := func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+		if h.Local {
+			return &reached{Transport: &transport.Local{Dir: l.sess.Dir}}, nil
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		cl, err := d.Dial(cctx, target(h))
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, err // interrupted: no finding, the run stops
+		case err != nil:
+			return &reached{err: err}, nil
+		}
+		return &reached{Transport: cl}, nil
 	}
-	wg.Wait()
+	eng, err := l.engine(adHoc(l.cfg, task), c.filter, false, connect)
+	if err != nil {
+		return err
+	}
+	if err := eng.Run(ctx, []string{task.Name}); err != nil {
+		return l.outcome(err)
+	}
 
 	failed := false
-	jsonOut := o.Format == string(output.JSON)
-	enc := json.NewEncoder(stdio.Stdout)
-	for i, h := range hosts {
+	stdout := c.inv.stdio.Stdout
+	jsonOut := c.inv.opts.Format == string(output.JSON)
+	enc := json.NewEncoder(stdout)
+	for _, h := range hosts {
 		if !jsonOut {
-			fmt.Fprintf(stdio.Stdout, "%s\n", describeHost(h))
+			fmt.Fprintf(stdout, "%s\n", describeHost(h))
 		}
-		for _, c := range reports[i] {
+		for _, c := range reports[h] {
 			failed = failed || c.Status == "fail"
 			if jsonOut {
 				_ = enc.Encode(c)
 				continue
 			}
-			fmt.Fprintf(stdio.Stdout, "  %-5s %-10s %s\n", c.Status, c.Check, c.Detail)
+			fmt.Fprintf(stdout, "  %-5s %-10s %s\n", c.Status, c.Check, c.Detail)
 			if c.Fix != "" {
-				fmt.Fprintf(stdio.Stdout, "        %-10s fix: %s\n", "", strings.ReplaceAll(c.Fix, "\n", "\n             "))
+				fmt.Fprintf(stdout, "        %-10s fix: %s\n", "", strings.ReplaceAll(c.Fix, "\n", "\n             "))
 			}
 		}
 	}
@@ -85,6 +121,19 @@ func doctor(o *Options, sess *starlib.Session, stdio IO, sink output.Sink) error
 		return &reportedError{errDoctorFound}
 	}
 	return nil
+}
+
+// reached is the transport doctor's task gets for a host: the connection, or why there is none.
+type reached struct {
+	transport.Transport
+	err error
+}
+
+func (r *reached) Close() error {
+	if r.Transport == nil {
+		return nil
+	}
+	return r.Transport.Close()
 }
 
 func describeHost(h *runtime.Host) string {
@@ -105,25 +154,19 @@ func describeHost(h *runtime.Host) string {
 }
 
 // examine runs the checks on one host, stopping at the first that leaves nothing to check.
-func examine(ctx context.Context, d *sshx.Dialer, sess *starlib.Session, h *runtime.Host) []check {
+func examine(ctx context.Context, r *reached, sess *starlib.Session, h *runtime.Host) []check {
 	var out []check
 	add := func(name, status, detail, fix string) {
 		out = append(out, check{Host: h.Name, Check: name, Status: status, Detail: detail, Fix: fix})
 	}
-	var t transport.Transport
+	if r.err != nil {
+		connectFailure(add, h, r.err)
+		return out
+	}
+	t := r.Transport
 	if h.Local {
-		t = &transport.Local{Dir: sess.Dir}
 		add("connect", "ok", "a local server: commands run on this machine", "")
 	} else {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		c, err := d.Dial(cctx, target(h))
-		cancel()
-		if err != nil {
-			connectFailure(add, h, err)
-			return out
-		}
-		defer c.Close()
-		t = c
 		add("connect", "ok", "reached and authenticated", "")
 		add("host key", "ok", "matches known_hosts", "")
 	}
@@ -207,9 +250,4 @@ func connectFailure(add func(name, status, detail, fix string), h *runtime.Host,
 	default:
 		add("connect", "fail", err.Error(), "")
 	}
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return s
 }

@@ -15,21 +15,13 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/star-deploy/star-deploy/runtime"
 )
 
-const initUsage = `Usage: star-deploy init [--force]
-
-Writes a commented Deployfile.star for the project in the working directory, and
-two stage files with example servers: deploy/production.star and deploy/staging.star.
-The application name comes from the folder's name; repo_url and branch from git (the
-remote "origin" and the current branch) when the folder is a git checkout.
-
-It never overwrites a file unless --force is given.
-
-Flags:
-  --force   overwrite the files if they exist
-`
+// initDoc is what `help init` says beyond the command's summary.
+const initDoc = "Writes a commented Deployfile.star for the project in the working directory, and two stage files with example servers: deploy/production.star and deploy/staging.star. " +
+	"The application name comes from the folder's name; repo_url and branch from git (the remote \"origin\" and the current branch) when the folder is a git checkout. " +
+	"It never overwrites a file unless --force is given."
 
 // placeholderRepo is the repo_url written when the folder has no git remote "origin".
 const placeholderRepo = "git@example.com:me/app.git"
@@ -47,47 +39,36 @@ type initFile struct {
 	path, text, note string
 }
 
-// initCommand runs `star-deploy init [--force]` in the working directory and returns the exit
-// code. It needs no Deployfile: it writes one.
-func initCommand(o *Options, flags *pflag.FlagSet, stdio IO) int {
-	fail := func(code int, format string, args ...any) int {
-		fmt.Fprintf(stdio.Stderr, "star-deploy init: "+format+"\n", args...)
-		return code
-	}
-	if o.Help {
-		fmt.Fprint(stdio.Stdout, initUsage)
-		return ExitOK
-	}
-	var others []string
-	flags.Visit(func(f *pflag.Flag) {
-		if f.Name != "force" {
-			others = append(others, "--"+f.Name)
-		}
-	})
-	if len(others) > 0 {
-		return fail(ExitUsage, "takes no %s; the only flag of init is --force", strings.Join(others, ", "))
-	}
-	if len(o.Words) > 1 || len(o.Settings) > 0 {
-		return fail(ExitUsage, "takes no arguments (it writes into the working folder; edit the files it writes afterwards)")
+// initCommand is `star-deploy init [--force]`: it writes a Deployfile, and stage files, for the
+// project in the working directory. It needs no Deployfile: it writes one.
+type initCommand struct {
+	inv   *invocation
+	force bool
+}
+
+func (c *initCommand) Run(context.Context) error {
+	out := c.inv.stdio.Stdout
+	if len(c.inv.words) > 0 || len(c.inv.opts.Settings) > 0 {
+		return &inCommand{"init", &runtime.UsageError{Msg: "takes no arguments (it writes into the working folder; edit the files it writes afterwards)"}}
 	}
 	dir, err := os.Getwd()
 	if err != nil {
-		return fail(ExitFailed, "%v", err)
+		return &inCommand{"init", err}
 	}
 	p := detectProject(dir)
 	files, err := initFiles(p)
 	if err != nil {
-		return fail(ExitFailed, "%v", err)
+		return &inCommand{"init", err}
 	}
 
 	// Refuse before writing anything, so a refused init changes nothing.
-	if !o.Force {
+	if !c.force {
 		var existing []string
 		for _, f := range files {
 			if _, err := os.Lstat(filepath.Join(dir, f.path)); err == nil {
 				existing = append(existing, f.path)
 			} else if !errors.Is(err, fs.ErrNotExist) {
-				return fail(ExitFailed, "%v", err)
+				return &inCommand{"init", err}
 			}
 		}
 		if len(existing) > 0 {
@@ -95,7 +76,7 @@ func initCommand(o *Options, flags *pflag.FlagSet, stdio IO) int {
 			if len(existing) > 1 {
 				what = strings.Join(existing, ", ") + " already exist"
 			}
-			return fail(ExitUsage, "%s; nothing was written. Keep your files, or run `star-deploy init --force` to overwrite them", what)
+			return &inCommand{"init", &runtime.UsageError{Msg: what + "; nothing was written. Keep your files, or run `star-deploy init --force` to overwrite them"}}
 		}
 	}
 
@@ -106,18 +87,18 @@ func initCommand(o *Options, flags *pflag.FlagSet, stdio IO) int {
 	for _, f := range files {
 		path := filepath.Join(dir, f.path)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return fail(ExitFailed, "%v", err)
+			return &inCommand{"init", err}
 		}
 		if err := writeFileReplacing(path, []byte(f.text)); err != nil {
-			return fail(ExitFailed, "%v", err)
+			return &inCommand{"init", err}
 		}
-		fmt.Fprintf(stdio.Stdout, "wrote %-*s  %s\n", width, f.path, f.note)
+		fmt.Fprintf(out, "wrote %-*s  %s\n", width, f.path, f.note)
 	}
 
-	fmt.Fprintln(stdio.Stdout, "\nNext steps:")
+	fmt.Fprintln(out, "\nNext steps:")
 	step := 1
 	next := func(format string, args ...any) {
-		fmt.Fprintf(stdio.Stdout, "  %d. "+format+"\n", append([]any{step}, args...)...)
+		fmt.Fprintf(out, "  %d. "+format+"\n", append([]any{step}, args...)...)
 		step++
 	}
 	if p.RepoURL == placeholderRepo {
@@ -127,7 +108,7 @@ func initCommand(o *Options, flags *pflag.FlagSet, stdio IO) int {
 	next("star-deploy production doctor     check that every server can be reached and is ready")
 	next("star-deploy production -n deploy  see the commands each server would run (connects to nothing)")
 	next("star-deploy production deploy     deploy")
-	return ExitOK
+	return nil
 }
 
 // writeFileReplacing writes data to path through a temporary file renamed over it, so that an

@@ -45,15 +45,16 @@ type interrupter struct {
 	// running is set once the engine runs tasks: from then on the messages speak of rolling back.
 	running atomic.Bool
 
-	sink     output.Sink
+	sinkMu   sync.Mutex
+	sink     output.Sink // where its warnings go; none until the command's output is set up
 	done     chan struct{}
 	stopOnce sync.Once
 	release  func()
 }
 
 // newInterrupter watches sigs (nil: the process's own SIGINT and SIGTERM) until stop is called.
-func newInterrupter(sigs <-chan os.Signal, sink output.Sink) *interrupter {
-	i := &interrupter{sink: sink, hurry: make(chan struct{}, 1), done: make(chan struct{}), release: func() {}}
+func newInterrupter(sigs <-chan os.Signal) *interrupter {
+	i := &interrupter{sink: output.Discard, hurry: make(chan struct{}, 1), done: make(chan struct{}), release: func() {}}
 	i.ctx, i.cancel = context.WithCancelCause(context.Background())
 	i.hard, i.hardCancel = context.WithCancel(context.Background())
 	if sigs == nil {
@@ -101,7 +102,17 @@ func (i *interrupter) watch(sigs <-chan os.Signal) {
 }
 
 func (i *interrupter) warn(text string) {
-	i.sink.Emit(output.Event{Kind: output.Warn, Text: text})
+	i.sinkMu.Lock()
+	sink := i.sink
+	i.sinkMu.Unlock()
+	sink.Emit(output.Event{Kind: output.Warn, Text: text})
+}
+
+// setSink makes sink receive the interrupter's warnings, once the command's output is set up.
+func (i *interrupter) setSink(sink output.Sink) {
+	i.sinkMu.Lock()
+	i.sink = sink
+	i.sinkMu.Unlock()
 }
 
 // stop ends the watch; the contexts are released.
