@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/starlib"
 )
 
@@ -125,17 +125,17 @@ func loadAndPlan(file string) (tasks, hosts int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	var walk func(n *runtime.Node) error
-	walk = func(n *runtime.Node) error {
+	var walk func(n *engine.Node) error
+	walk = func(n *engine.Node) error {
 		if n.Task.Body != nil {
-			hs, err := s.Config.SelectHosts(n.Task, runtime.Filter{})
+			hs, err := s.Config.SelectHosts(n.Task, engine.Filter{})
 			if err != nil {
 				return err
 			}
 			tasks++
 			hosts += len(hs)
 		}
-		for _, list := range [][]*runtime.Node{n.Before, n.Steps, n.After} {
+		for _, list := range [][]*engine.Node{n.Before, n.Steps, n.After} {
 			for _, c := range list {
 				if err := walk(c); err != nil {
 					return err

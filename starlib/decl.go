@@ -12,7 +12,7 @@ import (
 
 	"go.starlark.net/starlark"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 )
 
@@ -100,7 +100,7 @@ func builtinFetch(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 		return nil, err
 	}
 	s := sessionOf(th)
-	var h *runtime.Host
+	var h *engine.Host
 	if x := execOf(th); x != nil && !x.x.Task.Local {
 		h = x.x.Host
 	}
@@ -195,8 +195,8 @@ func unpackOne(v starlark.Value, ptr any) error {
 	return nil
 }
 
-func (s *Session) declareHost(addr string, o *hostOpts, pos runtime.Pos) (*runtime.Host, error) {
-	user, hostname, port, err := runtime.ParseAddress(addr)
+func (s *Session) declareHost(addr string, o *hostOpts, pos engine.Pos) (*engine.Host, error) {
+	user, hostname, port, err := engine.ParseAddress(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func (s *Session) declareHost(addr string, o *hostOpts, pos runtime.Pos) (*runti
 	if o.port != 0 {
 		port = o.port
 	}
-	h := &runtime.Host{
+	h := &engine.Host{
 		Name: addr, Hostname: hostname, User: user, Port: port,
 		Roles: append([]string(nil), o.roles...), Primary: o.primary, NoRelease: o.noRelease,
 		Local: o.local, ForwardAgent: o.forward, Props: maps.Clone(o.props), Pos: pos, // role() declares several hosts from one o
@@ -244,7 +244,7 @@ func builtinRole(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	o.roles = stringList{name}
 	// Check every address before declaring any, so that a mistake declares nothing.
 	for _, a := range addrs {
-		if _, _, _, err := runtime.ParseAddress(a); err != nil {
+		if _, _, _, err := engine.ParseAddress(a); err != nil {
 			return nil, fmt.Errorf("%s: %v", b.Name(), err)
 		}
 	}
@@ -305,8 +305,8 @@ func (a *intArg) Unpack(v starlark.Value) error {
 
 // resolver returns the Task.Resolve of task name: each function given is called, in a thread of
 // the resolve phase, and its result unpacked as the parameter's value would be.
-func (s *Session) resolver(name string, roles, limit, batch, wait starlark.Callable) func(context.Context, *runtime.Task) error {
-	return func(ctx context.Context, t *runtime.Task) error {
+func (s *Session) resolver(name string, roles, limit, batch, wait starlark.Callable) func(context.Context, *engine.Task) error {
+	return func(ctx context.Context, t *engine.Task) error {
 		th := s.newThread(phaseResolve, "")
 		th.Name = "resolve " + name
 		th.SetLocal(localRunCtx, ctx)
@@ -346,7 +346,7 @@ func (s *Session) resolver(name string, roles, limit, batch, wait starlark.Calla
 			t.Limit = int(limitV)
 		}
 		if batch != nil {
-			t.Batch = runtime.Batch(batchV)
+			t.Batch = engine.Batch(batchV)
 		}
 		if wait != nil {
 			t.Wait = time.Duration(waitV)
@@ -385,7 +385,7 @@ func (d *durationArg) Unpack(v starlark.Value) error {
 }
 
 // batchArg unpacks a host count or a percentage string such as "25%".
-type batchArg runtime.Batch
+type batchArg engine.Batch
 
 func (a *batchArg) Unpack(v starlark.Value) error {
 	switch v := v.(type) {
@@ -475,9 +475,9 @@ func builtinTask(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		}
 	}
 	s := sessionOf(th)
-	t := &runtime.Task{
+	t := &engine.Task{
 		Name: name, Desc: desc, Pos: posOf(th), Roles: roles, Hosts: hosts, Once: once, Local: local,
-		Release: release, Limit: limit, Batch: runtime.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
+		Release: release, Limit: limit, Batch: engine.Batch(batch), Wait: time.Duration(wait), Timeout: time.Duration(timeout),
 		ForwardAgent: forward, OnFailure: onFailure, Unfiltered: unfiltered, Gate: gate, BestEffort: bestEffort,
 		Optional: optional,
 	}
@@ -532,16 +532,16 @@ func builtinHook(after bool) func(*starlark.Thread, *starlark.Builtin, starlark.
 		}
 		s := sessionOf(th)
 		pos := posOf(th)
-		var h runtime.Hook
+		var h engine.Hook
 		switch hook := hook.(type) {
 		case starlark.String:
-			h = runtime.Hook{Name: string(hook), Pos: pos}
+			h = engine.Hook{Name: string(hook), Pos: pos}
 		case *starlark.Function:
 			if n := hook.NumParams(); n > 1 {
 				return nil, fmt.Errorf("%s: the hook function %s takes %d parameters; it takes the host (or none, for a hook on a local task)", b.Name(), hook.Name(), n)
 			}
 			name := fmt.Sprintf("%s %s: %s", b.Name(), task, hook.Name())
-			h = runtime.Hook{Name: name, Pos: pos, Task: &runtime.Task{
+			h = engine.Hook{Name: name, Pos: pos, Task: &engine.Task{
 				Name: name, Pos: pos, Anonymous: true, Local: hook.NumParams() == 0, Body: s.taskBody(hook, hook.NumParams() == 0),
 			}}
 			if hook.NumParams() == 1 {

@@ -19,7 +19,7 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/transport"
@@ -72,7 +72,7 @@ var messages = register(&Family{
 // execCtx is what the builtins of a task body reach through the thread.
 type execCtx struct {
 	ctx context.Context
-	x   *runtime.Exec
+	x   *engine.Exec
 }
 
 func execOf(th *starlark.Thread) *execCtx {
@@ -82,8 +82,8 @@ func execOf(th *starlark.Thread) *execCtx {
 
 // taskBody turns a Starlark function into an engine task body: each call gets a thread of its own
 // in the execution phase, cancelled with ctx.
-func (s *Session) taskBody(fn starlark.Callable, local bool) runtime.Body {
-	return func(ctx context.Context, x *runtime.Exec) error {
+func (s *Session) taskBody(fn starlark.Callable, local bool) engine.Body {
+	return func(ctx context.Context, x *engine.Exec) error {
 		th := s.newThread(phaseExec, "")
 		th.Name = x.Host.Name + " " + x.Task.Name
 		th.SetLocal(localExec, &execCtx{ctx: ctx, x: x})
@@ -219,7 +219,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 			kind = output.Debug
 		}
 		shown := line
-		if mode == modeLocal && x.Host != runtime.LocalHost {
+		if mode == modeLocal && x.Host != engine.LocalHost {
 			shown = "(local) " + line
 		}
 		x.Emit(kind, shown)
@@ -397,7 +397,7 @@ func builtinHosts(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "roles?", &roles, "release?", &release); err != nil {
 		return nil, err
 	}
-	eng := runtime.EngineOf(runCtxOf(th))
+	eng := engine.EngineOf(runCtxOf(th))
 	if eng == nil {
 		return nil, fmt.Errorf("%s: no run in progress", b.Name())
 	}
@@ -448,7 +448,7 @@ func builtinPeer(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 
 // dryRun reports whether the run is a dry run: its local commands are recorded, not run, so the
 // files they would make are not there.
-func dryRun(x *runtime.Exec) bool { return x.DryRun() }
+func dryRun(x *engine.Exec) bool { return x.DryRun() }
 
 func builtinFileSHA256(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var src string
@@ -504,7 +504,7 @@ func builtinResults(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if _, ok := s.Config.Tasks[name]; !ok {
 		return nil, fmt.Errorf("%s: unknown task %q", b.Name(), name)
 	}
-	eng := runtime.EngineOf(runCtxOf(th))
+	eng := engine.EngineOf(runCtxOf(th))
 	if eng == nil {
 		return nil, fmt.Errorf("%s: no run in progress", b.Name())
 	}

@@ -6,23 +6,23 @@ import (
 
 	"go.starlark.net/starlark"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 )
 
 // hostVal is the `host` value a task body gets: the host's name, hostname, user, port, roles,
 // whether it is primary, and its props (also readable as attributes: host.mongrel_servers).
 type hostVal struct {
-	h *runtime.Host
+	h *engine.Host
 	s *Session
 }
 
-func hostValue(s *Session, h *runtime.Host) starlark.Value {
+func hostValue(s *Session, h *engine.Host) starlark.Value {
 	return &hostVal{h: h, s: s}
 }
 
 // isPrimary reports whether h is the primary host of at least one of its roles. Once loading has
 // finished this is looked up; while loading it is worked out from what is declared so far.
-func (s *Session) isPrimary(h *runtime.Host) bool {
+func (s *Session) isPrimary(h *engine.Host) bool {
 	if s.primaries != nil {
 		return s.primaries[h]
 	}
@@ -36,7 +36,7 @@ func (s *Session) isPrimary(h *runtime.Host) bool {
 
 // computePrimaries records which hosts are the primary host of one of their roles.
 func (s *Session) computePrimaries() {
-	s.primaries = map[*runtime.Host]bool{}
+	s.primaries = map[*engine.Host]bool{}
 	seen := map[string]bool{}
 	for _, h := range s.Config.Hosts {
 		for _, r := range h.Roles {

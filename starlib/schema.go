@@ -12,7 +12,7 @@ import (
 
 	"go.starlark.net/starlark"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 )
 
@@ -36,7 +36,7 @@ type VarSpec struct {
 	Choices []string // for string: the values accepted
 	Doc     string
 	Default string // the default as help shows it ("" when there is none)
-	Pos     runtime.Pos
+	Pos     engine.Pos
 }
 
 // varTypes are the types variable() knows, with how help describes them.
@@ -219,7 +219,7 @@ func (spec *VarSpec) checkRange(v starlark.Value) (starlark.Value, error) {
 func closest(s string, choices []string) string {
 	best, bestD := "", 3
 	for _, c := range choices {
-		if d := runtime.EditDistance(s, c); d < bestD {
+		if d := engine.EditDistance(s, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
@@ -354,7 +354,7 @@ func builtinVariable(th *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 // the order they declare them, from a session that loads every library and nothing else.
 func LibraryVariables() ([]*VarSpec, error) {
 	s := &Session{
-		Config:  runtime.NewConfig(),
+		Config:  engine.NewConfig(),
 		Vars:    newVars(nil, nil),
 		Dir:     ".",
 		opts:    Options{Sink: output.Discard, Now: time.Now},

@@ -23,9 +23,15 @@ import (
 	"go.starlark.net/syntax"
 
 	"github.com/star-deploy/star-deploy/recipes"
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 )
+
+// CommandLineError is a mistake in what the command line asks of a Deployfile: a stage it does
+// not declare, a NAME=VALUE of the wrong type.
+type CommandLineError struct{ Msg string }
+
+func (e *CommandLineError) Error() string { return e.Msg }
 
 // Options configure a Session.
 type Options struct {
@@ -68,7 +74,7 @@ const DefaultMaxLoadSteps = 100_000_000
 // Session is one run's recipe state: the configuration being declared, variables, loaded modules
 // and stages. It is reached from Starlark threads through thread locals, never through globals.
 type Session struct {
-	Config *runtime.Config
+	Config *engine.Config
 	Vars   *Vars
 	// Dir is the folder of the Deployfile; relative local paths are resolved against it.
 	Dir string
@@ -79,7 +85,7 @@ type Session struct {
 	stages  map[string]*stageDecl
 	stageNs []string
 
-	primaries map[*runtime.Host]bool
+	primaries map[*engine.Host]bool
 	// hostHooks are the function hooks that take the host, checked by Finish.
 	hostHooks []hostHook
 }
@@ -87,7 +93,7 @@ type Session struct {
 // hostHook is a before/after function hook that takes the host.
 type hostHook struct {
 	task, fn, builtin string
-	pos               runtime.Pos
+	pos               engine.Pos
 }
 
 type module struct {
@@ -100,7 +106,7 @@ type stageDecl struct {
 	name string
 	fn   starlark.Callable // nil for a deploy/<stage>.star file
 	file string
-	pos  runtime.Pos
+	pos  engine.Pos
 }
 
 // LoadError is a mistake in a recipe file found while loading it: a syntax error, a failing
@@ -150,7 +156,7 @@ func Load(opts Options) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{
-		Config:  runtime.NewConfig(),
+		Config:  engine.NewConfig(),
 		Vars:    newVars(opts.Vars, opts.Redactor),
 		Dir:     filepath.Dir(abs),
 		opts:    opts,
@@ -182,7 +188,7 @@ func (s *Session) Stages() []string {
 func (s *Session) SelectStage(name string) error {
 	st, ok := s.stages[name]
 	if !ok {
-		return &runtime.UsageError{Msg: fmt.Sprintf("unknown stage %q; the stages are: %s", name, strings.Join(s.Stages(), ", "))}
+		return &CommandLineError{Msg: fmt.Sprintf("unknown stage %q; the stages are: %s", name, strings.Join(s.Stages(), ", "))}
 	}
 	s.Vars.preset("stage", starlark.String(name))
 	if st.fn != nil {
@@ -210,7 +216,7 @@ func (s *Session) Finish() error {
 	// A local task runs once on this machine, so a function hooked to it gets no host.
 	for _, h := range s.hostHooks {
 		if t := s.Config.Tasks[h.task]; t != nil && t.Local {
-			return &runtime.ConfigError{Pos: h.pos, Msg: fmt.Sprintf("%s: the hook function %s takes the host, but %s is a local task: it runs once on this machine, with no host; define %s without parameters", h.builtin, h.fn, h.task, h.fn)}
+			return &engine.ConfigError{Pos: h.pos, Msg: fmt.Sprintf("%s: the hook function %s takes the host, but %s is a local task: it runs once on this machine, with no host; define %s without parameters", h.builtin, h.fn, h.task, h.fn)}
 		}
 	}
 	return nil
@@ -229,7 +235,7 @@ func (s *Session) findStageFiles() error {
 	return nil
 }
 
-func (s *Session) addStage(name string, fn starlark.Callable, pos runtime.Pos) error {
+func (s *Session) addStage(name string, fn starlark.Callable, pos engine.Pos) error {
 	if _, ok := s.stages[name]; ok {
 		return fmt.Errorf("stage %q is already declared", name)
 	}
@@ -503,9 +509,9 @@ func sessionOf(th *starlark.Thread) *Session {
 	return s
 }
 
-func posOf(th *starlark.Thread) runtime.Pos {
+func posOf(th *starlark.Thread) engine.Pos {
 	p := th.CallFrame(1).Pos
-	return runtime.Pos{File: p.Filename(), Line: int(p.Line), Col: int(p.Col)}
+	return engine.Pos{File: p.Filename(), Line: int(p.Line), Col: int(p.Col)}
 }
 
 // newRunID returns a random identifier of this run (what a deploy lock records as its holder's

@@ -19,7 +19,7 @@ import (
 	"go.starlark.net/starlarkstruct"
 	"go.starlark.net/starlarktest"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 	"github.com/star-deploy/star-deploy/starlib"
@@ -238,12 +238,12 @@ func newHarness(t *testing.T, file string, vars map[string]string) *harness {
 // engine returns an engine for one run: local=True servers run commands in the harness folder
 // with STAR_TEST_HOST set (and PATH led by the folder of their bin= prop); other servers cannot be
 // reached.
-func (h *harness) engine() *runtime.Engine {
-	return &runtime.Engine{
+func (h *harness) engine() *engine.Engine {
+	return &engine.Engine{
 		Config: h.sess.Config,
 		Local:  &transport.Local{Dir: h.dir},
 		Sink:   h.sink,
-		Connect: func(ctx context.Context, host *runtime.Host) (transport.Transport, error) {
+		Connect: func(ctx context.Context, host *engine.Host) (transport.Transport, error) {
 			if !host.Local {
 				return nil, fmt.Errorf("the .star harness reaches only local=True servers, not %s", host.Name)
 			}
@@ -395,7 +395,7 @@ assert.eq(fetch("deploy_to"), "/srv/apps/shop")
 				t.Fatal(err)
 			}
 			err = s.Finish()
-			var ue *runtime.UsageError
+			var ue *starlib.CommandLineError
 			if !errors.As(err, &ue) || err.Error() != tc.want {
 				t.Errorf("Finish: %v (%T)\nwant the usage error %s", err, err, tc.want)
 			}

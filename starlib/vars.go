@@ -11,7 +11,7 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 )
@@ -37,10 +37,10 @@ type variable struct {
 	value  starlark.Value
 	lazy   *starlark.Function
 	secret bool
-	pos    runtime.Pos
+	pos    engine.Pos
 
 	mu    sync.Mutex
-	cells map[*runtime.Host]*cell // nil key: the run-wide value of a no-parameter function
+	cells map[*engine.Host]*cell // nil key: the run-wide value of a no-parameter function
 }
 
 // cell is one evaluation of a lazy value, guarded so that it happens once.
@@ -71,7 +71,7 @@ func (v *Vars) preset(name string, val starlark.Value) {
 }
 
 // Set declares name. It reports false when the command line set the name, which wins.
-func (v *Vars) Set(name string, val starlark.Value, secret bool, pos runtime.Pos) bool {
+func (v *Vars) Set(name string, val starlark.Value, secret bool, pos engine.Pos) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, ok := v.overrides[name]; ok {
@@ -241,7 +241,7 @@ func (v *Vars) Validate() error {
 	for _, name := range v.specOrder {
 		spec := v.specs[name]
 		if err, bad := v.badOverrides[name]; bad {
-			return &runtime.UsageError{Msg: fmt.Sprintf("%s=%s on the command line: %v", name, v.overrides[name], err)}
+			return &CommandLineError{Msg: fmt.Sprintf("%s=%s on the command line: %v", name, v.overrides[name], err)}
 		}
 		vr, ok := v.vals[name]
 		if !ok || vr.lazy != nil {
@@ -249,7 +249,7 @@ func (v *Vars) Validate() error {
 		}
 		val, err := spec.conform(vr.value)
 		if err != nil {
-			return &runtime.ConfigError{Pos: vr.pos, Msg: fmt.Sprintf("%s: %v (declared at %s)", name, err, spec.Pos)}
+			return &engine.ConfigError{Pos: vr.pos, Msg: fmt.Sprintf("%s: %v (declared at %s)", name, err, spec.Pos)}
 		}
 		if val != vr.value {
 			val.Freeze()
@@ -262,7 +262,7 @@ func (v *Vars) Validate() error {
 // SetRun sets name while tasks run (set() in a local task): for every host, for the rest of the
 // run. Lazy values evaluated so far are forgotten, so that those derived from name see the new
 // value when next fetched.
-func (v *Vars) SetRun(name string, val starlark.Value, secret bool, pos runtime.Pos) error {
+func (v *Vars) SetRun(name string, val starlark.Value, secret bool, pos engine.Pos) error {
 	v.mu.Lock()
 	spec := v.specs[name]
 	v.mu.Unlock()
@@ -317,7 +317,7 @@ func (v *Vars) Names() []string {
 
 // Fetch returns the value of name for host h (nil while loading or in a local task). The second
 // result is false when name is not set.
-func (v *Vars) Fetch(th *starlark.Thread, name string, h *runtime.Host) (starlark.Value, bool, error) {
+func (v *Vars) Fetch(th *starlark.Thread, name string, h *engine.Host) (starlark.Value, bool, error) {
 	v.mu.Lock()
 	vr, ok := v.vals[name]
 	v.mu.Unlock()
@@ -377,7 +377,7 @@ func (v *Vars) Fetch(th *starlark.Thread, name string, h *runtime.Host) (starlar
 	}
 	vr.mu.Lock()
 	if vr.cells == nil {
-		vr.cells = map[*runtime.Host]*cell{}
+		vr.cells = map[*engine.Host]*cell{}
 	}
 	c, ok := vr.cells[key]
 	if !ok {
@@ -399,7 +399,7 @@ const localFetching = "star-deploy.fetching"
 // FetchString returns the value of name for host h (nil: not host-specific) as a string,
 // evaluating a lazy value as a load-time fetch would (commands cannot run). The second result is
 // false when name is not set.
-func (s *Session) FetchString(name string, h *runtime.Host) (string, bool, error) {
+func (s *Session) FetchString(name string, h *engine.Host) (string, bool, error) {
 	th := s.newThread(phaseLoad, "")
 	v, ok, err := s.Vars.Fetch(th, name, h)
 	if err != nil || !ok {

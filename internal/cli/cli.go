@@ -10,7 +10,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/starlib"
 )
@@ -94,6 +94,11 @@ func loadFailed(err error) error {
 	return &deployfileError{err}
 }
 
+// UsageError is a mistake on the command line: a flag, a word, a command's arguments.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
 // exitCode maps an outcome to star-deploy's exit status: 130 when interrupted; 1 when a task
 // failed during the run (a TaskError anywhere in the chain), even if what failed underneath is a
 // usage or configuration error; 2 for a mistake in the flags, words or Deployfile found while
@@ -101,11 +106,14 @@ func loadFailed(err error) error {
 // a bad hosts= pattern); 1 for anything else.
 func exitCode(err error) int {
 	var (
-		te *runtime.TaskError
-		le *starlib.LoadError
-		ce *runtime.ConfigError
-		ue *runtime.UsageError
-		de *deployfileError
+		te  *engine.TaskError
+		le  *starlib.LoadError
+		ce  *engine.ConfigError
+		ue  *UsageError
+		cle *starlib.CommandLineError
+		ute *engine.UnknownTaskError
+		fe  *engine.FilterError
+		de  *deployfileError
 	)
 	switch {
 	case err == nil:
@@ -117,7 +125,8 @@ func exitCode(err error) int {
 		// (invoke() of an unknown task, say) is a failure of the run, not of the command line,
 		// however the error underneath is classified.
 		return ExitFailed
-	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &de):
+	case errors.As(err, &le), errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &cle),
+		errors.As(err, &ute), errors.As(err, &fe), errors.As(err, &de):
 		return ExitUsage
 	}
 	return ExitFailed

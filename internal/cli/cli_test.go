@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/starlib"
 )
 
@@ -80,14 +80,14 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, ExitOK},
 		{errors.New("task failed"), ExitFailed},
-		{&runtime.TaskError{Task: &runtime.Task{Name: "x"}}, ExitFailed},
+		{&engine.TaskError{Task: &engine.Task{Name: "x"}}, ExitFailed},
 		{&starlib.LoadError{Msg: "Deployfile.star:1:1: oops"}, ExitUsage},
-		{&runtime.ConfigError{Msg: "unknown task"}, ExitUsage},
-		{&runtime.UsageError{Msg: "name a task"}, ExitUsage},
+		{&engine.ConfigError{Msg: "unknown task"}, ExitUsage},
+		{&UsageError{Msg: "name a task"}, ExitUsage},
 		{&deployfileError{errors.New("read Deployfile.star: permission denied")}, ExitUsage},
-		{fmt.Errorf("%w: %w", errInterrupted, &runtime.TaskError{Task: &runtime.Task{Name: "x"}}), ExitInterrupted},
+		{fmt.Errorf("%w: %w", errInterrupted, &engine.TaskError{Task: &engine.Task{Name: "x"}}), ExitInterrupted},
 		{&reportedError{fmt.Errorf("%w: stopped", errInterrupted)}, ExitInterrupted},
-		{&reportedError{&runtime.ConfigError{Msg: "bad hosts pattern"}}, ExitUsage},
+		{&reportedError{&engine.ConfigError{Msg: "bad hosts pattern"}}, ExitUsage},
 		{&reportedError{errors.New("task failed")}, ExitFailed},
 	}
 	for _, tt := range tests {
@@ -136,12 +136,12 @@ func TestHelpBuiltinsListsEveryBuiltin(t *testing.T) {
 // TestListTasks: -T groups the tasks by namespace, tasks alone in theirs first, each group
 // aligned on its own, and cuts descriptions to the width.
 func TestListTasks(t *testing.T) {
-	cfg := runtime.NewConfig()
-	cfg.AddTask(&runtime.Task{Name: "deploy", Desc: "Deploy\nmore"})
-	cfg.AddTask(&runtime.Task{Name: "deploy:restart"})
-	cfg.AddTask(&runtime.Task{Name: "deploy:check", Desc: "Check the servers before anything changes on any of them"})
-	cfg.AddTask(&runtime.Task{Name: "logs", Desc: "Tail the logs"})
-	cfg.AddTask(&runtime.Task{Name: "db:migrate", Desc: "Migrate"})
+	cfg := engine.NewConfig()
+	cfg.AddTask(&engine.Task{Name: "deploy", Desc: "Deploy\nmore"})
+	cfg.AddTask(&engine.Task{Name: "deploy:restart"})
+	cfg.AddTask(&engine.Task{Name: "deploy:check", Desc: "Check the servers before anything changes on any of them"})
+	cfg.AddTask(&engine.Task{Name: "logs", Desc: "Tail the logs"})
+	cfg.AddTask(&engine.Task{Name: "db:migrate", Desc: "Migrate"})
 	tests := []struct {
 		pattern       string
 		all           bool

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 )
 
@@ -260,7 +260,7 @@ func (inv *invocation) checkFlags() error {
 	})
 	if len(foreign) == 0 {
 		if len(inv.opts.Argv) > 0 && inv.spec != execSpec() {
-			return &runtime.UsageError{Msg: fmt.Sprintf("words after -- are the command of star-deploy exec; %s takes none", inv.spec.call())}
+			return &UsageError{Msg: fmt.Sprintf("words after -- are the command of star-deploy exec; %s takes none", inv.spec.call())}
 		}
 		return nil
 	}
@@ -269,7 +269,7 @@ func (inv *invocation) checkFlags() error {
 		for _, f := range foreign {
 			names = append(names, "--"+f.Name)
 		}
-		return &inCommand{inv.spec.Name, &runtime.UsageError{Msg: fmt.Sprintf("takes no %s; %s", strings.Join(names, ", "), ownFlagsText(inv.spec))}}
+		return &inCommand{inv.spec.Name, &UsageError{Msg: fmt.Sprintf("takes no %s; %s", strings.Join(names, ", "), ownFlagsText(inv.spec))}}
 	}
 	f := foreign[0]
 	var takers []string
@@ -278,7 +278,7 @@ func (inv *invocation) checkFlags() error {
 			takers = append(takers, strings.TrimPrefix(s.call(), "star-deploy "))
 		}
 	}
-	return &runtime.UsageError{Msg: fmt.Sprintf("%s is a flag of star-deploy %s only", flagCall(f.Name), joinAnd(takers))}
+	return &UsageError{Msg: fmt.Sprintf("%s is a flag of star-deploy %s only", flagCall(f.Name), joinAnd(takers))}
 }
 
 // ownFlagsText says which flags a command without the common ones takes.
@@ -317,8 +317,8 @@ func joinAnd(words []string) string {
 }
 
 // filter is the -r/-z filter of the command line.
-func (inv *invocation) filter() runtime.Filter {
-	return runtime.Filter{Roles: inv.opts.Roles, Hosts: inv.opts.Hosts}
+func (inv *invocation) filter() engine.Filter {
+	return engine.Filter{Roles: inv.opts.Roles, Hosts: inv.opts.Hosts}
 }
 
 // inCommand is an error of a command whose messages name it: "star-deploy init: ...".

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/starlib"
 )
 
@@ -146,9 +146,9 @@ func TestClosest(t *testing.T) {
 }
 
 func TestUnknownTaskHints(t *testing.T) {
-	cfg := runtime.NewConfig()
+	cfg := engine.NewConfig()
 	for _, n := range []string{"deploy", "deploy:rollback", "app:restart", "web:restart", "logs"} {
-		cfg.AddTask(&runtime.Task{Name: n})
+		cfg.AddTask(&engine.Task{Name: n})
 	}
 	stages := []string{"production"}
 	tests := []struct{ name, want string }{
@@ -185,8 +185,8 @@ func TestUnreadSettings(t *testing.T) {
 // engine's stopping of the others at a failure stops none), a success is not, and an interrupt
 // ends the wait.
 func TestSettling(t *testing.T) {
-	a, b := &runtime.Host{Name: "a"}, &runtime.Host{Name: "b"}
-	s := newSettling([]*runtime.Host{a, b})
+	a, b := &engine.Host{Name: "a"}, &engine.Host{Name: "b"}
+	s := newSettling([]*engine.Host{a, b})
 	var returned atomic.Bool
 	failure := errors.New("failed")
 	done := make(chan error, 1)
@@ -206,7 +206,7 @@ func TestSettling(t *testing.T) {
 		t.Errorf("the failure came back as %v", err)
 	}
 
-	s = newSettling([]*runtime.Host{a, b})
+	s = newSettling([]*engine.Host{a, b})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(20 * time.Millisecond)

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/sshx"
@@ -37,7 +37,7 @@ var errDoctorFound = errors.New("doctor found problems")
 // report per host.
 type doctorCommand struct {
 	inv    *invocation
-	filter runtime.Filter
+	filter engine.Filter
 }
 
 func (c *doctorCommand) Run(ctx context.Context) error {
@@ -46,17 +46,17 @@ func (c *doctorCommand) Run(ctx context.Context) error {
 
 func (c *doctorCommand) run(ctx context.Context, l *loaded) error {
 	if len(l.words) > 0 {
-		return &runtime.UsageError{Msg: "doctor takes no tasks; restrict it with --roles/--hosts"}
+		return &UsageError{Msg: "doctor takes no tasks; restrict it with --roles/--hosts"}
 	}
 	if err := checkFilter(l.cfg, c.filter); err != nil {
 		return err
 	}
-	hosts, err := l.cfg.SelectHosts(&runtime.Task{}, c.filter)
+	hosts, err := l.cfg.SelectHosts(&engine.Task{}, c.filter)
 	if err != nil {
 		return err
 	}
 	if len(hosts) == 0 {
-		return &runtime.UsageError{Msg: "no hosts to check: declare servers with server() or role()"}
+		return &UsageError{Msg: "no hosts to check: declare servers with server() or role()"}
 	}
 	// Strict host key checking whatever the flags say: doctor records nothing.
 	d, err := dialer(c.inv.opts, "yes", l.sink)
@@ -64,8 +64,8 @@ func (c *doctorCommand) run(ctx context.Context, l *loaded) error {
 		return err
 	}
 	var mu sync.Mutex
-	reports := map[*runtime.Host][]check{}
-	task := &runtime.Task{Name: "doctor", Limit: 16, Body: func(ctx context.Context, x *runtime.Exec) error {
+	reports := map[*engine.Host][]check{}
+	task := &engine.Task{Name: "doctor", Limit: 16, Body: func(ctx context.Context, x *engine.Exec) error {
 		r := examine(ctx, x.Transport.(*reached), l.sess, x.Host)
 		mu.Lock()
 		reports[x.Host] = r
@@ -74,7 +74,7 @@ func (c *doctorCommand) run(ctx context.Context, l *loaded) error {
 	}}
 	// Not reaching a host is a finding, not a failure of the run: the connector hands the task
 	// the outcome of connecting, whatever it is.
-	connect := func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+	connect := func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		if h.Local {
 			return &reached{Transport: &transport.Local{Dir: l.sess.Dir}}, nil
 		}
@@ -136,7 +136,7 @@ func (r *reached) Close() error {
 	return r.Transport.Close()
 }
 
-func describeHost(h *runtime.Host) string {
+func describeHost(h *engine.Host) string {
 	if h.Local {
 		return h.Name + " (this machine)"
 	}
@@ -154,7 +154,7 @@ func describeHost(h *runtime.Host) string {
 }
 
 // examine runs the checks on one host, stopping at the first that leaves nothing to check.
-func examine(ctx context.Context, r *reached, sess *starlib.Session, h *runtime.Host) []check {
+func examine(ctx context.Context, r *reached, sess *starlib.Session, h *engine.Host) []check {
 	var out []check
 	add := func(name, status, detail, fix string) {
 		out = append(out, check{Host: h.Name, Check: name, Status: status, Detail: detail, Fix: fix})
@@ -233,7 +233,7 @@ func examine(ctx context.Context, r *reached, sess *starlib.Session, h *runtime.
 }
 
 // connectFailure reports why a host could not be connected to, and how to fix it.
-func connectFailure(add func(name, status, detail, fix string), h *runtime.Host, err error) {
+func connectFailure(add func(name, status, detail, fix string), h *engine.Host, err error) {
 	var hk *sshx.HostKeyError
 	switch {
 	case errors.As(err, &hk) && hk.Changed:

@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/transport"
@@ -18,7 +18,7 @@ type execCommand struct {
 	inv    *invocation
 	argv   []string
 	dryRun bool
-	filter runtime.Filter
+	filter engine.Filter
 }
 
 func (c *execCommand) Run(ctx context.Context) error {
@@ -28,21 +28,21 @@ func (c *execCommand) Run(ctx context.Context) error {
 
 func (c *execCommand) run(ctx context.Context, l *loaded) error {
 	if len(c.argv) == 0 {
-		return &runtime.UsageError{Msg: "exec needs a command: star-deploy exec -- uptime"}
+		return &UsageError{Msg: "exec needs a command: star-deploy exec -- uptime"}
 	}
 	if err := checkFilter(l.cfg, c.filter); err != nil {
 		return err
 	}
 	line := shell.Join(c.argv)
-	task := &runtime.Task{Name: "exec", Body: execBody(line)}
+	task := &engine.Task{Name: "exec", Body: execBody(line)}
 	hosts, err := l.cfg.SelectHosts(task, c.filter)
 	if err != nil {
 		return err
 	}
 	if len(hosts) == 0 {
-		return &runtime.UsageError{Msg: "exec: no hosts to run on: declare servers with server() or role()"}
+		return &UsageError{Msg: "exec: no hosts to run on: declare servers with server() or role()"}
 	}
-	var connect runtime.Connector
+	var connect engine.Connector
 	if !c.dryRun {
 		// The engine stops a task's other hosts at the first failure, as a deploy must. exec
 		// wants every host's answer: each host's failure (to connect, or of the command) is held
@@ -65,8 +65,8 @@ func (c *execCommand) run(ctx context.Context, l *loaded) error {
 
 // execBody runs line on the task's host, its output shown as it comes; a status other than 0
 // fails the host.
-func execBody(line string) runtime.Body {
-	return func(ctx context.Context, x *runtime.Exec) error {
+func execBody(line string) engine.Body {
+	return func(ctx context.Context, x *engine.Exec) error {
 		x.Emit(output.Command, line)
 		res, err := x.Transport.Run(ctx, transport.Command{Line: line, Stdout: x.Stdout, Stderr: x.Stderr, Timeout: x.Task.Timeout})
 		x.Flush()
@@ -85,12 +85,12 @@ func execBody(line string) runtime.Body {
 // command, or failed to connect. Successes go through at once. It is safe for concurrent use.
 type settling struct {
 	mu      sync.Mutex
-	pending map[*runtime.Host]bool
+	pending map[*engine.Host]bool
 	all     chan struct{} // closed once pending is empty
 }
 
-func newSettling(hosts []*runtime.Host) *settling {
-	s := &settling{pending: map[*runtime.Host]bool{}, all: make(chan struct{})}
+func newSettling(hosts []*engine.Host) *settling {
+	s := &settling{pending: map[*engine.Host]bool{}, all: make(chan struct{})}
 	for _, h := range hosts {
 		s.pending[h] = true
 	}
@@ -99,7 +99,7 @@ func newSettling(hosts []*runtime.Host) *settling {
 
 // settled records that h has settled; err is its outcome. A failure waits for the others (or
 // for ctx to end: an interrupt) before it is returned.
-func (s *settling) settled(ctx context.Context, h *runtime.Host, err error) error {
+func (s *settling) settled(ctx context.Context, h *engine.Host, err error) error {
 	s.mu.Lock()
 	if s.pending[h] {
 		delete(s.pending, h)
@@ -118,15 +118,15 @@ func (s *settling) settled(ctx context.Context, h *runtime.Host, err error) erro
 }
 
 // body wraps a task body so that it settles its host.
-func (s *settling) body(b runtime.Body) runtime.Body {
-	return func(ctx context.Context, x *runtime.Exec) error {
+func (s *settling) body(b engine.Body) engine.Body {
+	return func(ctx context.Context, x *engine.Exec) error {
 		return s.settled(ctx, x.Host, b(ctx, x))
 	}
 }
 
 // connector wraps a connector so that a host it cannot reach is settled.
-func (s *settling) connector(c runtime.Connector) runtime.Connector {
-	return func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+func (s *settling) connector(c engine.Connector) engine.Connector {
+	return func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		t, err := c(ctx, h)
 		if err != nil {
 			return nil, s.settled(ctx, h, err)

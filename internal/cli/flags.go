@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/star-deploy/star-deploy/runtime"
 	"github.com/star-deploy/star-deploy/starlib"
 )
 
@@ -67,23 +66,23 @@ func parse(args []string) (*Options, *pflag.FlagSet, error) {
 	o := &Options{Settings: map[string]string{}}
 	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
-		return nil, fs, &runtime.UsageError{Msg: err.Error() + suggestFlag(fs, args) + "\nRun star-deploy --help for usage."}
+		return nil, fs, &UsageError{Msg: err.Error() + suggestFlag(fs, args) + "\nRun star-deploy --help for usage."}
 	}
 	if o.ConnectTimeout < 0 || o.CommandTimeout < 0 || o.MaxConnecting < 0 || o.AliveCountMax < 0 {
-		return nil, fs, &runtime.UsageError{Msg: "--connect-timeout, --command-timeout, --max-connecting and --server-alive-count-max cannot be negative"}
+		return nil, fs, &UsageError{Msg: "--connect-timeout, --command-timeout, --max-connecting and --server-alive-count-max cannot be negative"}
 	}
 	if o.AliveInterval != "" {
 		if d, err := time.ParseDuration(o.AliveInterval); (err != nil && o.AliveInterval != "0") || d < 0 {
-			return nil, fs, &runtime.UsageError{Msg: fmt.Sprintf("--server-alive-interval: %q is not a duration such as 15s (0 for none)", o.AliveInterval)}
+			return nil, fs, &UsageError{Msg: fmt.Sprintf("--server-alive-interval: %q is not a duration such as 15s (0 for none)", o.AliveInterval)}
 		}
 	}
 	if o.Verbose && o.Quiet {
-		return nil, fs, &runtime.UsageError{Msg: "-v and -q cannot be used together"}
+		return nil, fs, &UsageError{Msg: "-v and -q cannot be used together"}
 	}
 	if o.LockWait != "" {
 		d, err := time.ParseDuration(o.LockWait)
 		if err != nil || d < 0 {
-			return nil, fs, &runtime.UsageError{Msg: fmt.Sprintf("--lock-wait: %q is not a duration such as 30s or 10m", o.LockWait)}
+			return nil, fs, &UsageError{Msg: fmt.Sprintf("--lock-wait: %q is not a duration such as 30s or 10m", o.LockWait)}
 		}
 		// The recipe waits in whole seconds; round up so that 500ms still waits.
 		o.Settings["lock_wait"] = fmt.Sprintf("%ds", int((d+time.Second-1)/time.Second))
@@ -162,4 +161,4 @@ func suggestFlag(fs *pflag.FlagSet, args []string) string {
 }
 
 // errNoDeployfile is the error of a command that needs a Deployfile where there is none.
-var errNoDeployfile = &runtime.UsageError{Msg: "no Deployfile.star in this folder or any above it; start one with `star-deploy init`, or name one with -f"}
+var errNoDeployfile = &UsageError{Msg: "no Deployfile.star in this folder or any above it; start one with `star-deploy init`, or name one with -f"}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/starlib"
 )
 
@@ -41,7 +41,7 @@ func (c *helpCommand) Run(ctx context.Context) error {
 		return nil
 	}
 	if len(c.topic) > 1 {
-		return &runtime.UsageError{Msg: fmt.Sprintf("help takes one topic, not %q", strings.Join(c.topic, " "))}
+		return &UsageError{Msg: fmt.Sprintf("help takes one topic, not %q", strings.Join(c.topic, " "))}
 	}
 	topic := c.topic[0]
 	if c.inv.opts.Describe == "" {
@@ -78,7 +78,7 @@ func (c *helpCommand) describeTask(ctx context.Context, name string) (err error)
 	topics := fmt.Sprintf("the topics are builtins, variables, a command (%s) and a task", strings.Join(commandNames(), ", "))
 	l, err := c.inv.load(ctx, stageOptional, false, nil, view{})
 	if errors.Is(err, errNoDeployfile) && c.inv.opts.Describe == "" {
-		return &runtime.UsageError{Msg: fmt.Sprintf("no help topic %q%s; %s of a Deployfile (there is none here: star-deploy init starts one)", name, didYouMean(name, topicNames()), topics)}
+		return &UsageError{Msg: fmt.Sprintf("no help topic %q%s; %s of a Deployfile (there is none here: star-deploy init starts one)", name, didYouMean(name, topicNames()), topics)}
 	}
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func (c *helpCommand) describeTask(ctx context.Context, name string) (err error)
 		if h := taskHint(l.cfg, name); hint == "" && strings.HasPrefix(h, " (") {
 			hint = h
 		}
-		return &runtime.UsageError{Msg: fmt.Sprintf("no help topic or task %q%s; %s (star-deploy -T lists them)", name, hint, topics)}
+		return &UsageError{Msg: fmt.Sprintf("no help topic or task %q%s; %s (star-deploy -T lists them)", name, hint, topics)}
 	}
 	var b strings.Builder
 	writeTaskHelp(&b, l, t, c.inv.filter(), c.inv.width)
@@ -104,7 +104,7 @@ func (c *helpCommand) describeTask(ctx context.Context, name string) (err error)
 
 // writeTaskHelp writes what help says of task t: its name and whole description, then where it
 // is declared, how and where it runs, the variables its code fetches, and how it is hooked.
-func writeTaskHelp(b *strings.Builder, l *loaded, t *runtime.Task, filter runtime.Filter, width int) {
+func writeTaskHelp(b *strings.Builder, l *loaded, t *engine.Task, filter engine.Filter, width int) {
 	cfg := l.cfg
 	b.WriteString(t.Name + "\n")
 	for _, line := range strings.Split(strings.TrimSpace(t.Desc), "\n") {
@@ -139,7 +139,7 @@ func writeTaskHelp(b *strings.Builder, l *loaded, t *runtime.Task, filter runtim
 	}
 	for _, via := range []struct {
 		label string
-		hooks []runtime.Hook
+		hooks []engine.Hook
 	}{{"before", cfg.Before[t.Name]}, {"after", cfg.After[t.Name]}} {
 		for i, h := range via.hooks {
 			label := ""
@@ -154,7 +154,7 @@ func writeTaskHelp(b *strings.Builder, l *loaded, t *runtime.Task, filter runtim
 }
 
 // scheduling says how a task with a body runs on its hosts.
-func scheduling(t *runtime.Task) string {
+func scheduling(t *engine.Task) string {
 	if t.Local {
 		return "once, on this machine (a local task)"
 	}
@@ -205,7 +205,7 @@ func scheduling(t *runtime.Task) string {
 }
 
 // taskHosts says which hosts t runs on as the Deployfile (and its stage) declares them.
-func taskHosts(l *loaded, t *runtime.Task, filter runtime.Filter) string {
+func taskHosts(l *loaded, t *engine.Task, filter engine.Filter) string {
 	if t.Local {
 		return "this machine"
 	}
@@ -231,7 +231,7 @@ func taskHosts(l *loaded, t *runtime.Task, filter runtime.Filter) string {
 }
 
 // describeHook names a hook with where it and its task are declared.
-func describeHook(cfg *runtime.Config, h runtime.Hook) string {
+func describeHook(cfg *engine.Config, h engine.Hook) string {
 	where := []string{}
 	if h.Task == nil {
 		if ht := cfg.Tasks[h.Name]; ht != nil && ht.Pos.String() != "" {
@@ -249,12 +249,12 @@ func describeHook(cfg *runtime.Config, h runtime.Hook) string {
 
 // hookedOn lists where task name runs besides on its own: as a hook of other tasks, and as a
 // step of sequences.
-func hookedOn(cfg *runtime.Config, name string) []row {
+func hookedOn(cfg *engine.Config, name string) []row {
 	var rows []row
 	for _, other := range cfg.TaskNames() {
 		for _, via := range []struct {
 			label string
-			hooks []runtime.Hook
+			hooks []engine.Hook
 		}{{"before", cfg.Before[other]}, {"after", cfg.After[other]}} {
 			for _, h := range via.hooks {
 				if h.Task == nil && h.Name == name {

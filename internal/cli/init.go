@@ -14,8 +14,6 @@ import (
 	"strings"
 	"text/template"
 	"time"
-
-	"github.com/star-deploy/star-deploy/runtime"
 )
 
 // initDoc is what `help init` says beyond the command's summary.
@@ -49,7 +47,7 @@ type initCommand struct {
 func (c *initCommand) Run(context.Context) error {
 	out := c.inv.stdio.Stdout
 	if len(c.inv.words) > 0 || len(c.inv.opts.Settings) > 0 {
-		return &inCommand{"init", &runtime.UsageError{Msg: "takes no arguments (it writes into the working folder; edit the files it writes afterwards)"}}
+		return &inCommand{"init", &UsageError{Msg: "takes no arguments (it writes into the working folder; edit the files it writes afterwards)"}}
 	}
 	dir, err := os.Getwd()
 	if err != nil {
@@ -76,7 +74,7 @@ func (c *initCommand) Run(context.Context) error {
 			if len(existing) > 1 {
 				what = strings.Join(existing, ", ") + " already exist"
 			}
-			return &inCommand{"init", &runtime.UsageError{Msg: what + "; nothing was written. Keep your files, or run `star-deploy init --force` to overwrite them"}}
+			return &inCommand{"init", &UsageError{Msg: what + "; nothing was written. Keep your files, or run `star-deploy init --force` to overwrite them"}}
 		}
 	}
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 	"github.com/star-deploy/star-deploy/starlib"
@@ -42,7 +42,7 @@ type view struct {
 type loaded struct {
 	inv  *invocation
 	sess *starlib.Session
-	cfg  *runtime.Config
+	cfg  *engine.Config
 	// words are the command's words left after the stage word.
 	words []string
 	// sink receives the run's events: the terminal's printer (as the view lets through) and the
@@ -121,7 +121,7 @@ func (l *loaded) selectStage(rule stageRule, leading bool) error {
 		if _, isTask := l.cfg.Tasks[stage]; isTask {
 			msg += fmt.Sprintf(" (to run the tasks %s and %s, say star-deploy run %s %s)", stage, inv.spec.Name, stage, inv.spec.Name)
 		}
-		return &runtime.UsageError{Msg: msg}
+		return &UsageError{Msg: msg}
 	case stage != "" && !slices.Contains(stages, stage):
 		return unknownStage(stages, stage)
 	case stage == "" && leading && len(l.words) > 0 && slices.Contains(stages, l.words[0]):
@@ -138,9 +138,9 @@ func (l *loaded) selectStage(rule stageRule, leading bool) error {
 		if len(l.words) > 0 {
 			first, hint = fmt.Sprintf("%q", l.words[0]), didYouMean(l.words[0], stages)
 		}
-		return &runtime.UsageError{Msg: fmt.Sprintf("this Deployfile declares stages, so the first word must name one (got %s); the stages are: %s%s", first, strings.Join(stages, ", "), hint)}
+		return &UsageError{Msg: fmt.Sprintf("this Deployfile declares stages, so the first word must name one (got %s); the stages are: %s%s", first, strings.Join(stages, ", "), hint)}
 	}
-	return &runtime.UsageError{Msg: fmt.Sprintf("this Deployfile declares stages: name one before %s (star-deploy %s %s); the stages are: %s", inv.spec.Name, stages[0], inv.spec.Name, strings.Join(stages, ", "))}
+	return &UsageError{Msg: fmt.Sprintf("this Deployfile declares stages: name one before %s (star-deploy %s %s); the stages are: %s", inv.spec.Name, stages[0], inv.spec.Name, strings.Join(stages, ", "))}
 }
 
 // warnUnreadSettings warns of each NAME=VALUE nothing in the loaded files knows (see
@@ -197,7 +197,7 @@ func (l *loaded) openOutput(file string, v view) error {
 	if o.Format != "" {
 		var err error
 		if format, err = output.ParseFormat(o.Format); err != nil {
-			return &runtime.UsageError{Msg: "--format: " + err.Error()}
+			return &UsageError{Msg: "--format: " + err.Error()}
 		}
 	}
 	l.ended = &runEndSeen{}
@@ -223,7 +223,7 @@ func (l *loaded) openOutput(file string, v view) error {
 	if logPath != "" {
 		logSink, closer, err := output.OpenLog(logPath)
 		if err != nil {
-			return &runtime.UsageError{Msg: "--log: " + err.Error()}
+			return &UsageError{Msg: "--log: " + err.Error()}
 		}
 		redactor := l.inv.redactor
 		l.closers = append(l.closers, func(err error) {
@@ -305,8 +305,8 @@ func (s *runEndSeen) Emit(e output.Event) {
 // engine returns an engine that runs cfg's tasks on its hosts under filter, reaching them as the
 // flags say (over SSH, or on this machine for local=True hosts), or, in a dry run, reaching
 // nothing and recording what each would run. connect, when set, replaces the SSH connector.
-func (l *loaded) engine(cfg *runtime.Config, filter runtime.Filter, dryRun bool, connect runtime.Connector) (*runtime.Engine, error) {
-	eng := &runtime.Engine{
+func (l *loaded) engine(cfg *engine.Config, filter engine.Filter, dryRun bool, connect engine.Connector) (*engine.Engine, error) {
+	eng := &engine.Engine{
 		Config: cfg,
 		Filter: filter,
 		Sink:   l.sink,
@@ -331,11 +331,11 @@ func (l *loaded) engine(cfg *runtime.Config, filter runtime.Filter, dryRun bool,
 
 // checkFilter refuses a -r/-z filter that matches no declared host: a typo, not a run that has
 // nothing to do.
-func checkFilter(cfg *runtime.Config, filter runtime.Filter) error {
+func checkFilter(cfg *engine.Config, filter engine.Filter) error {
 	if len(filter.Roles) == 0 && len(filter.Hosts) == 0 {
 		return nil
 	}
-	hosts, err := cfg.SelectHosts(&runtime.Task{}, filter)
+	hosts, err := cfg.SelectHosts(&engine.Task{}, filter)
 	if err != nil {
 		return err
 	}
@@ -355,7 +355,7 @@ func checkFilter(cfg *runtime.Config, filter runtime.Filter) error {
 				break
 			}
 		}
-		return &runtime.UsageError{Msg: msg}
+		return &UsageError{Msg: msg}
 	}
 	return nil
 }
@@ -363,8 +363,8 @@ func checkFilter(cfg *runtime.Config, filter runtime.Filter) error {
 // adHoc returns a configuration of cfg's hosts and the one task t: for a command that runs work
 // of its own on the Deployfile's hosts (exec, doctor, lock), so that no task or hook of the
 // Deployfile attaches to it, whatever their names.
-func adHoc(cfg *runtime.Config, t *runtime.Task) *runtime.Config {
-	c := runtime.NewConfig()
+func adHoc(cfg *engine.Config, t *engine.Task) *engine.Config {
+	c := engine.NewConfig()
 	for _, h := range cfg.Hosts {
 		c.AddHost(h)
 	}
@@ -378,10 +378,10 @@ func findDeployfile(flag string) (string, error) {
 	if flag != "" {
 		st, err := os.Stat(flag)
 		if err != nil {
-			return "", &runtime.UsageError{Msg: fmt.Sprintf("-f %s: %v", flag, errors.Unwrap(err))}
+			return "", &UsageError{Msg: fmt.Sprintf("-f %s: %v", flag, errors.Unwrap(err))}
 		}
 		if st.IsDir() {
-			return "", &runtime.UsageError{Msg: fmt.Sprintf("-f %s: is a folder; name the Deployfile itself", flag)}
+			return "", &UsageError{Msg: fmt.Sprintf("-f %s: is a folder; name the Deployfile itself", flag)}
 		}
 		return flag, nil
 	}
@@ -404,7 +404,7 @@ func findDeployfile(flag string) (string, error) {
 	return "", errNoDeployfile
 }
 
-func describeFilter(f runtime.Filter) string {
+func describeFilter(f engine.Filter) string {
 	var parts []string
 	if len(f.Roles) > 0 {
 		parts = append(parts, "--roles "+strings.Join(f.Roles, ","))
@@ -416,7 +416,7 @@ func describeFilter(f runtime.Filter) string {
 }
 
 // hostList describes the declared hosts with their roles, for error messages.
-func hostList(cfg *runtime.Config) string {
+func hostList(cfg *engine.Config) string {
 	if len(cfg.Hosts) == 0 {
 		return "none (declare them with server() or role())"
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/transport"
@@ -51,20 +51,20 @@ func (c *lockCommand) Run(ctx context.Context) error {
 
 func (c *lockCommand) run(ctx context.Context, l *loaded) error {
 	if len(l.words) > 0 {
-		return &runtime.UsageError{Msg: fmt.Sprintf("lock takes no words (got %q); star-deploy deploy:unlock breaks a stale lock", strings.Join(l.words, " "))}
+		return &UsageError{Msg: fmt.Sprintf("lock takes no words (got %q); star-deploy deploy:unlock breaks a stale lock", strings.Join(l.words, " "))}
 	}
 	lockTask := l.cfg.Tasks["deploy:lock"]
 	if lockTask == nil {
-		return &runtime.UsageError{Msg: "lock shows the deploy lock of the built-in deploy flow, and this Deployfile does not use it: load(\"@star//deploy.star\", \"deploy\")"}
+		return &UsageError{Msg: "lock shows the deploy lock of the built-in deploy flow, and this Deployfile does not use it: load(\"@star//deploy.star\", \"deploy\")"}
 	}
 	// The lock is where deploy:lock takes it: its host, and its path as the recipe makes it
 	// (_lock_path: deploy_to/locks/APPLICATION, with -STAGE when there is a stage).
-	hosts, err := l.cfg.SelectHosts(lockTask, runtime.Filter{})
+	hosts, err := l.cfg.SelectHosts(lockTask, engine.Filter{})
 	if err != nil {
 		return err
 	}
 	if len(hosts) == 0 {
-		return &runtime.UsageError{Msg: "no host holds the deploy lock: it is on the primary release host, and no release host is declared"}
+		return &UsageError{Msg: "no host holds the deploy lock: it is on the primary release host, and no release host is declared"}
 	}
 	host := hosts[0]
 	path, err := c.lockPath(l, host)
@@ -72,10 +72,10 @@ func (c *lockCommand) run(ctx context.Context, l *loaded) error {
 		return err
 	}
 	rec := &lockRecord{Host: host.Name, Path: path}
-	task := &runtime.Task{Name: "lock", Hosts: []string{regexp.QuoteMeta(host.Name)}, Body: func(ctx context.Context, x *runtime.Exec) error {
+	task := &engine.Task{Name: "lock", Hosts: []string{regexp.QuoteMeta(host.Name)}, Body: func(ctx context.Context, x *engine.Exec) error {
 		return readLock(ctx, x, rec)
 	}}
-	eng, err := l.engine(adHoc(l.cfg, task), runtime.Filter{}, false, nil)
+	eng, err := l.engine(adHoc(l.cfg, task), engine.Filter{}, false, nil)
 	if err != nil {
 		return err
 	}
@@ -96,14 +96,14 @@ func (c *lockCommand) run(ctx context.Context, l *loaded) error {
 }
 
 // lockPath returns where the deploy lock is on host.
-func (c *lockCommand) lockPath(l *loaded, host *runtime.Host) (string, error) {
-	get := func(name string, h *runtime.Host) (string, error) {
+func (c *lockCommand) lockPath(l *loaded, host *engine.Host) (string, error) {
+	get := func(name string, h *engine.Host) (string, error) {
 		v, ok, err := l.sess.FetchString(name, h)
 		if err != nil {
-			return "", &runtime.UsageError{Msg: fmt.Sprintf("lock: %s: %v", name, err)}
+			return "", &UsageError{Msg: fmt.Sprintf("lock: %s: %v", name, err)}
 		}
 		if !ok || v == "" {
-			return "", &runtime.UsageError{Msg: fmt.Sprintf("lock: %s is not set, and the lock's path is made from it", name)}
+			return "", &UsageError{Msg: fmt.Sprintf("lock: %s is not set, and the lock's path is made from it", name)}
 		}
 		return v, nil
 	}
@@ -123,7 +123,7 @@ func (c *lockCommand) lockPath(l *loaded, host *runtime.Host) (string, error) {
 }
 
 // readLock reads the lock's record on the task's host into rec.
-func readLock(ctx context.Context, x *runtime.Exec, rec *lockRecord) error {
+func readLock(ctx context.Context, x *engine.Exec, rec *lockRecord) error {
 	line := fmt.Sprintf("[ -d %s ] || exit %d; cat %s 2>/dev/null; exit 0", shell.Quote(rec.Path), lockAbsent, shell.Quote(rec.Path+"/info"))
 	x.Emit(output.Debug, line)
 	var stdout, stderr bytes.Buffer

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/shell"
 	"github.com/star-deploy/star-deploy/runtime/sshx"
 )
@@ -30,7 +30,7 @@ func (c *sshCommand) Run(ctx context.Context) error {
 
 func (c *sshCommand) run(ctx context.Context, l *loaded) error {
 	if len(l.words) != 1 {
-		return &runtime.UsageError{Msg: fmt.Sprintf("ssh takes one host: star-deploy ssh HOST; the hosts are: %s", hostList(l.cfg))}
+		return &UsageError{Msg: fmt.Sprintf("ssh takes one host: star-deploy ssh HOST; the hosts are: %s", hostList(l.cfg))}
 	}
 	h, err := findHost(l.cfg, l.words[0])
 	if err != nil {
@@ -79,11 +79,11 @@ func loginLine(current string) string {
 }
 
 // findHost returns the declared host named name (or whose address is).
-func findHost(cfg *runtime.Config, name string) (*runtime.Host, error) {
+func findHost(cfg *engine.Config, name string) (*engine.Host, error) {
 	if h, ok := cfg.Host(name); ok {
 		return h, nil
 	}
-	var byAddress []*runtime.Host
+	var byAddress []*engine.Host
 	var names []string
 	for _, h := range cfg.Hosts {
 		names = append(names, h.Name)
@@ -94,7 +94,7 @@ func findHost(cfg *runtime.Config, name string) (*runtime.Host, error) {
 	if len(byAddress) == 1 {
 		return byAddress[0], nil
 	}
-	return nil, &runtime.UsageError{Msg: fmt.Sprintf("no declared host %q%s; the hosts are: %s", name, didYouMean(name, names), hostList(cfg))}
+	return nil, &UsageError{Msg: fmt.Sprintf("no declared host %q%s; the hosts are: %s", name, didYouMean(name, names), hostList(cfg))}
 }
 
 // attachTerminal puts this process's terminal in raw mode for an interactive session, when both

@@ -12,7 +12,7 @@ import (
 	"go.starlark.net/syntax"
 
 	"github.com/star-deploy/star-deploy/recipes"
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 )
 
 // The help and the suggestions read the recipe files themselves, as source: which variables a
@@ -124,7 +124,7 @@ func variableArg(call *syntax.CallExpr) string {
 // declared it (its function, and functions given for its roles or batch) and in every function
 // of the same file that code calls, however deeply. It reads the source at t.Pos; a task declared
 // elsewhere than in a task() call, or in a file that cannot be read, reads none that it can tell.
-func fetchedBy(t *runtime.Task) []string {
+func fetchedBy(t *engine.Task) []string {
 	if t.Pos.File == "" {
 		return nil
 	}

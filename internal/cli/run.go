@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 )
 
@@ -14,7 +14,7 @@ type runCommand struct {
 	inv    *invocation
 	tasks  []string // the first may be the stage
 	dryRun bool
-	filter runtime.Filter
+	filter engine.Filter
 }
 
 func (c *runCommand) Run(ctx context.Context) error {
@@ -23,13 +23,13 @@ func (c *runCommand) Run(ctx context.Context) error {
 
 func (c *runCommand) run(ctx context.Context, l *loaded) error {
 	if len(l.words) == 0 {
-		return &runtime.UsageError{Msg: "name a task to run; star-deploy -T lists them"}
+		return &UsageError{Msg: "name a task to run; star-deploy -T lists them"}
 	}
 	return runTasks(ctx, l, l.words, c.filter, c.dryRun)
 }
 
 // runTasks runs the named tasks of l's Deployfile, one after the other, with their hooks.
-func runTasks(ctx context.Context, l *loaded, tasks []string, filter runtime.Filter, dryRun bool) error {
+func runTasks(ctx context.Context, l *loaded, tasks []string, filter engine.Filter, dryRun bool) error {
 	for _, name := range tasks {
 		if _, ok := l.cfg.Tasks[name]; !ok {
 			return unknownTask(l.cfg, l.sess.Stages(), name)
@@ -55,7 +55,7 @@ func runTasks(ctx context.Context, l *loaded, tasks []string, filter runtime.Fil
 // flow, whose list -q keeps (it is what the command is for).
 type releasesCommand struct {
 	inv    *invocation
-	filter runtime.Filter
+	filter engine.Filter
 }
 
 func (c *releasesCommand) Run(ctx context.Context) error {
@@ -65,10 +65,10 @@ func (c *releasesCommand) Run(ctx context.Context) error {
 
 func (c *releasesCommand) run(ctx context.Context, l *loaded) error {
 	if len(l.words) > 0 {
-		return &runtime.UsageError{Msg: fmt.Sprintf("releases takes no words (got %q); restrict it with --roles/--hosts", strings.Join(l.words, " "))}
+		return &UsageError{Msg: fmt.Sprintf("releases takes no words (got %q); restrict it with --roles/--hosts", strings.Join(l.words, " "))}
 	}
 	if _, ok := l.cfg.Tasks["releases"]; !ok {
-		return &runtime.UsageError{Msg: "releases lists what the built-in deploy flow put on the hosts, and this Deployfile does not use it: load(\"@star//deploy.star\", \"deploy\")"}
+		return &UsageError{Msg: "releases lists what the built-in deploy flow put on the hosts, and this Deployfile does not use it: load(\"@star//deploy.star\", \"deploy\")"}
 	}
 	return runTasks(ctx, l, []string{"releases"}, c.filter, false)
 }

@@ -5,7 +5,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/sshx"
 	"github.com/star-deploy/star-deploy/runtime/transport"
@@ -43,25 +43,25 @@ func dialer(o *Options, strict string, sink output.Sink) (*sshx.Dialer, error) {
 	}
 	d, err := sshx.NewDialer(opts)
 	if err != nil {
-		return nil, &runtime.UsageError{Msg: "ssh: " + err.Error()}
+		return nil, &UsageError{Msg: "ssh: " + err.Error()}
 	}
 	return d, nil
 }
 
 // target describes h to the SSH dialer: the address as declared, looked up in ssh_config under its
 // host name (as `ssh user@name` does).
-func target(h *runtime.Host) sshx.Target {
+func target(h *engine.Host) sshx.Target {
 	return sshx.Target{Alias: h.Hostname, Hostname: h.Hostname, User: h.User, Port: h.Port, ForwardAgent: h.ForwardAgent}
 }
 
 // connector returns how a run reaches its hosts: local servers run on this machine in dir, the
 // others over SSH, one connection per host for the whole run.
-func connector(o *Options, dir, strict string, sink output.Sink) (runtime.Connector, error) {
+func connector(o *Options, dir, strict string, sink output.Sink) (engine.Connector, error) {
 	d, err := dialer(o, strict, sink)
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+	return func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		if h.Local {
 			return &transport.Local{Dir: dir}, nil
 		}

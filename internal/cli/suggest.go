@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 )
 
 // closest returns the candidate nearest to name when it is near enough to be a slip of the
@@ -20,7 +20,7 @@ func closest(name string, candidates []string) string {
 			continue
 		}
 		lc := strings.ToLower(c)
-		d := runtime.EditDistance(lower, lc)
+		d := engine.EditDistance(lower, lc)
 		if d == 2 && swapped(lower, lc) {
 			d = 1
 		}
@@ -54,7 +54,7 @@ func didYouMean(name string, candidates []string) string {
 // unknownTask is the error of a task word that names no task of cfg, with what was likely meant:
 // the task of that name in a namespace (rollback: deploy:rollback), one spelled nearly so, or what
 // the word is instead (a stage, a command).
-func unknownTask(cfg *runtime.Config, stages []string, name string) error {
+func unknownTask(cfg *engine.Config, stages []string, name string) error {
 	msg := fmt.Sprintf("unknown task %q", name)
 	switch {
 	case slices.Contains(stages, name):
@@ -64,12 +64,12 @@ func unknownTask(cfg *runtime.Config, stages []string, name string) error {
 	default:
 		msg += taskHint(cfg, name)
 	}
-	return &runtime.UsageError{Msg: msg}
+	return &UsageError{Msg: msg}
 }
 
 // taskHint returns what follows "unknown task NAME": the tasks it likely meant, else where to see
 // them all.
-func taskHint(cfg *runtime.Config, name string) string {
+func taskHint(cfg *engine.Config, name string) string {
 	names := cfg.TaskNames()
 	var inNamespace []string
 	for _, t := range names {
@@ -99,7 +99,7 @@ func taskHint(cfg *runtime.Config, name string) string {
 
 // unknownStage is the error of a stage word that names no declared stage.
 func unknownStage(stages []string, name string) error {
-	return &runtime.UsageError{Msg: fmt.Sprintf("unknown stage %q%s; the stages are: %s", name, didYouMean(name, stages), strings.Join(stages, ", "))}
+	return &UsageError{Msg: fmt.Sprintf("unknown stage %q%s; the stages are: %s", name, didYouMean(name, stages), strings.Join(stages, ", "))}
 }
 
 // joinOr joins words as a sentence does: "a", "a or b", "a, b or c".

@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 )
 
 // tasksCommand lists the tasks: `star-deploy [STAGE] -T [PATTERN]`.
@@ -27,7 +27,7 @@ func (c *tasksCommand) run(ctx context.Context, l *loaded) error {
 	case 1:
 		pattern = l.words[0]
 	default:
-		return &runtime.UsageError{Msg: fmt.Sprintf("-T takes one PATTERN, not %q", strings.Join(l.words, " "))}
+		return &UsageError{Msg: fmt.Sprintf("-T takes one PATTERN, not %q", strings.Join(l.words, " "))}
 	}
 	var b strings.Builder
 	shown, hidden := listTasks(&b, l.cfg, pattern, c.all, c.inv.width)
@@ -54,7 +54,7 @@ func (c *tasksCommand) run(ctx context.Context, l *loaded) error {
 // by namespace (the part of the name before the first ":"), a blank line between groups; tasks
 // without a namespace of their own come first, together. It returns how many it listed, and how
 // many more match but were left out for lack of a description.
-func listTasks(w io.Writer, cfg *runtime.Config, pattern string, all bool, width int) (shown, hidden int) {
+func listTasks(w io.Writer, cfg *engine.Config, pattern string, all bool, width int) (shown, hidden int) {
 	groups := map[string][]string{}
 	for _, name := range cfg.TaskNames() {
 		if pattern != "" && !strings.Contains(name, pattern) {
@@ -122,7 +122,7 @@ func (c *treeCommand) run(ctx context.Context, l *loaded) error {
 		if stages := l.sess.Stages(); len(stages) > 0 {
 			return unknownStage(stages, l.words[0])
 		}
-		return &runtime.UsageError{Msg: fmt.Sprintf("-P shows one task (-P %s); %q is not a stage, and this Deployfile declares none", c.task, l.words[0])}
+		return &UsageError{Msg: fmt.Sprintf("-P shows one task (-P %s); %q is not a stage, and this Deployfile declares none", c.task, l.words[0])}
 	}
 	if _, ok := l.cfg.Tasks[c.task]; !ok {
 		return unknownTask(l.cfg, l.sess.Stages(), c.task)

@@ -1,7 +1,7 @@
-// Package runtime is star-deploy's engine: the declared model (hosts, roles, tasks, hooks), the
+// Package engine is star-deploy's engine: the declared model (hosts, roles, tasks, hooks), the
 // invocation tree of a task with its hooks, host selection, and the scheduling that runs each task
 // as a barrier across its hosts, with rollback when a run fails.
-package runtime
+package engine
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package runtime_test
+package engine_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 	"github.com/star-deploy/star-deploy/starlib"
@@ -60,7 +60,7 @@ type rig struct {
 	clock   *fakeClock
 	respond func(host, line string) transport.Response
 	// connect, when set, opens each host's transport instead of handing out its recorder.
-	connect func(ctx context.Context, h *runtime.Host) (transport.Transport, error)
+	connect func(ctx context.Context, h *engine.Host) (transport.Transport, error)
 
 	mu     sync.Mutex
 	hosts  map[string]*transport.Recording
@@ -99,17 +99,17 @@ func (r *rig) recorder(name string) *transport.Recording {
 	return rec
 }
 
-func (r *rig) run(filter runtime.Filter, tasks ...string) error {
+func (r *rig) run(filter engine.Filter, tasks ...string) error {
 	return r.engine(filter).Run(context.Background(), tasks)
 }
 
 // engine returns an engine for one run: each host's transport is its recorder (or what r.connect
 // opens), events go to r.events, and time is r.clock's.
-func (r *rig) engine(filter runtime.Filter) *runtime.Engine {
-	return &runtime.Engine{
+func (r *rig) engine(filter engine.Filter) *engine.Engine {
+	return &engine.Engine{
 		Config: r.sess.Config,
 		Filter: filter,
-		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+		Connect: func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 			if r.connect != nil {
 				return r.connect(ctx, h)
 			}
@@ -168,7 +168,7 @@ func TestGoldenPlans(t *testing.T) {
 				t.Fatalf("%s: first line must be \"# run: TASK...\"", f)
 			}
 			r := load(t, f, nil)
-			if err := r.run(runtime.Filter{}, strings.Fields(tasks)...); err != nil {
+			if err := r.run(engine.Filter{}, strings.Fields(tasks)...); err != nil {
 				t.Fatalf("run: %v", err)
 			}
 			got := r.plan()
@@ -180,7 +180,7 @@ func TestGoldenPlans(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (run go test ./runtime -run TestGoldenPlans -update to create it)", err)
+				t.Fatalf("%v (run go test ./runtime/engine -run TestGoldenPlans -update to create it)", err)
 			}
 			if got != string(want) {
 				t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
@@ -213,7 +213,7 @@ def restart(host):
     run("restart", "--two")
 task("restart", restart, roles="app", batch=1, wait="10s")
 `), nil)
-	if err := r.run(runtime.Filter{}, "restart"); err != nil {
+	if err := r.run(engine.Filter{}, "restart"); err != nil {
 		t.Fatal(err)
 	}
 	var prevEnd time.Time
@@ -262,7 +262,7 @@ task("work", lambda host: run("work"), roles="app")
 			return transport.Response{Err: errors.New("hosts did not run in parallel")}
 		}
 	}
-	if err := r.run(runtime.Filter{}, "work"); err != nil {
+	if err := r.run(engine.Filter{}, "work"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -286,7 +286,7 @@ task("work", lambda host: run("work"), roles="app", limit=2)
 		mu.Unlock()
 		return transport.Response{}
 	}
-	if err := r.run(runtime.Filter{}, "work"); err != nil {
+	if err := r.run(engine.Filter{}, "work"); err != nil {
 		t.Fatal(err)
 	}
 	if most > 2 {
@@ -322,10 +322,10 @@ task("all", ["prepare", "update", "later"])
 		}
 		return transport.Response{}
 	}
-	err := r.run(runtime.Filter{}, "all")
-	var te *runtime.TaskError
+	err := r.run(engine.Filter{}, "all")
+	var te *engine.TaskError
 	if !errors.As(err, &te) {
-		t.Fatalf("err = %v, want a *runtime.TaskError", err)
+		t.Fatalf("err = %v, want a *engine.TaskError", err)
 	}
 	if te.Task.Name != "update" {
 		t.Errorf("failed task = %s, want update", te.Task.Name)
@@ -369,7 +369,7 @@ before("a", "b")
 after("a", lambda host: run("after-a"))
 task("twice", ["a", "a"])
 `), nil)
-	if err := r.run(runtime.Filter{}, "twice"); err != nil {
+	if err := r.run(engine.Filter{}, "twice"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.hosts["web1"].Lines(); got != "b\na\nafter-a\nb\na\nafter-a\n" {
@@ -387,7 +387,7 @@ server("db2", roles=["db"], primary=True)
 server("cron", roles=["app"], no_release=True)
 `), nil)
 	cfg := r.sess.Config
-	names := func(t *runtime.Task, f runtime.Filter) string {
+	names := func(t *engine.Task, f engine.Filter) string {
 		hs, err := cfg.SelectHosts(t, f)
 		if err != nil {
 			return "error: " + err.Error()
@@ -400,20 +400,20 @@ server("cron", roles=["app"], no_release=True)
 	}
 	for _, tc := range []struct {
 		name   string
-		task   runtime.Task
-		filter runtime.Filter
+		task   engine.Task
+		filter engine.Filter
 		want   string
 	}{
-		{"all", runtime.Task{}, runtime.Filter{}, "web1,web2,app1,app2,db1,db2,cron"},
-		{"roles", runtime.Task{Roles: []string{"app"}}, runtime.Filter{}, "app1,app2,cron"},
-		{"release", runtime.Task{Roles: []string{"app"}, Release: true}, runtime.Filter{}, "app1,app2"},
-		{"once primary", runtime.Task{Roles: []string{"db"}, Once: true}, runtime.Filter{}, "db2"},
-		{"once first", runtime.Task{Roles: []string{"web"}, Once: true}, runtime.Filter{}, "web1"},
-		{"hosts regexp", runtime.Task{Hosts: []string{"app[0-9]"}}, runtime.Filter{}, "app1,app2"},
-		{"-r", runtime.Task{}, runtime.Filter{Roles: []string{"web", "db"}}, "web1,web2,db1,db2"},
-		{"-z", runtime.Task{Roles: []string{"app"}}, runtime.Filter{Hosts: []string{"app2"}}, "app2"},
-		{"-z excludes primary", runtime.Task{Roles: []string{"db"}, Once: true}, runtime.Filter{Hosts: []string{"db1"}}, "db1"},
-		{"no match", runtime.Task{Roles: []string{"web"}}, runtime.Filter{Roles: []string{"db"}}, ""},
+		{"all", engine.Task{}, engine.Filter{}, "web1,web2,app1,app2,db1,db2,cron"},
+		{"roles", engine.Task{Roles: []string{"app"}}, engine.Filter{}, "app1,app2,cron"},
+		{"release", engine.Task{Roles: []string{"app"}, Release: true}, engine.Filter{}, "app1,app2"},
+		{"once primary", engine.Task{Roles: []string{"db"}, Once: true}, engine.Filter{}, "db2"},
+		{"once first", engine.Task{Roles: []string{"web"}, Once: true}, engine.Filter{}, "web1"},
+		{"hosts regexp", engine.Task{Hosts: []string{"app[0-9]"}}, engine.Filter{}, "app1,app2"},
+		{"-r", engine.Task{}, engine.Filter{Roles: []string{"web", "db"}}, "web1,web2,db1,db2"},
+		{"-z", engine.Task{Roles: []string{"app"}}, engine.Filter{Hosts: []string{"app2"}}, "app2"},
+		{"-z excludes primary", engine.Task{Roles: []string{"db"}, Once: true}, engine.Filter{Hosts: []string{"db1"}}, "db1"},
+		{"no match", engine.Task{Roles: []string{"web"}}, engine.Filter{Roles: []string{"db"}}, ""},
 	} {
 		if got := names(&tc.task, tc.filter); got != tc.want {
 			t.Errorf("%s: hosts = %q, want %q", tc.name, got, tc.want)
@@ -451,7 +451,7 @@ func TestParseAddress(t *testing.T) {
 		{in: "@web1", err: true},
 		{in: "::1", err: true},
 	} {
-		u, h, p, err := runtime.ParseAddress(tc.in)
+		u, h, p, err := engine.ParseAddress(tc.in)
 		if (err != nil) != tc.err || u != tc.user || h != tc.host || p != tc.port {
 			t.Errorf("ParseAddress(%q) = %q, %q, %d, %v", tc.in, u, h, p, err)
 		}
@@ -480,9 +480,9 @@ task("later", lambda host: run("later"), roles="app")
 		}
 		return transport.Response{}
 	}
-	eng := &runtime.Engine{
+	eng := &engine.Engine{
 		Config: r.sess.Config,
-		Connect: func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+		Connect: func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 			if r.connect != nil {
 				return r.connect(ctx, h)
 			}
@@ -498,7 +498,7 @@ task("later", lambda host: run("later"), roles="app")
 	if !errors.Is(err, stop) {
 		t.Fatalf("err = %v, want the cancellation cause", err)
 	}
-	var te *runtime.TaskError
+	var te *engine.TaskError
 	if errors.As(err, &te) {
 		t.Errorf("err is a TaskError, want a cancellation: %v", err)
 	}
@@ -522,7 +522,7 @@ func TestHookWithoutHostRunsOnceLocally(t *testing.T) {
 task("work", lambda host: run("work"), roles="app")
 before("work", lambda: local("notify"))
 `), nil)
-	if err := r.run(runtime.Filter{}, "work"); err != nil {
+	if err := r.run(engine.Filter{}, "work"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.hosts["local"].Lines(); got != "notify\n" {
@@ -569,7 +569,7 @@ task("early", ["lock", "update", "check"], on_failure="failed")
 `
 	t.Run("success", func(t *testing.T) {
 		r := load(t, writeDeployfile(t, src), nil)
-		if err := r.run(runtime.Filter{}, "deploy"); err != nil {
+		if err := r.run(engine.Filter{}, "deploy"); err != nil {
 			t.Fatal(err)
 		}
 		if got := r.hosts["web2"].Lines(); got != "saw web1=release-of-web1,web2=release-of-web2,web3=release-of-web3\nfinish web2\nunlock web2\n" {
@@ -587,7 +587,7 @@ task("early", ["lock", "update", "check"], on_failure="failed")
 			}
 			return transport.Response{}
 		}
-		if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+		if err := r.run(engine.Filter{}, "deploy"); err == nil {
 			t.Fatal("the run succeeded")
 		}
 		// Committed: nothing is undone; the lock is still released; deploy:failed runs once.
@@ -608,7 +608,7 @@ task("early", ["lock", "update", "check"], on_failure="failed")
 			}
 			return transport.Response{}
 		}
-		if err := r.run(runtime.Filter{}, "early"); err == nil {
+		if err := r.run(engine.Filter{}, "early"); err == nil {
 			t.Fatal("the run succeeded")
 		}
 		// Rolled back newest first, then the failure task, then the exit action.
@@ -653,8 +653,8 @@ task("deploy", ["lock", "update"], on_failure="failed")
 		t.Run(c.name, func(t *testing.T) {
 			vars := map[string]string{"LOCKED": c.locked, "BROKEN": c.broken}
 			r := load(t, writeDeployfile(t, strings.ReplaceAll(src, "GATE", c.gate)), vars)
-			err := r.run(runtime.Filter{}, "deploy")
-			var te *runtime.TaskError
+			err := r.run(engine.Filter{}, "deploy")
+			var te *engine.TaskError
 			if !errors.As(err, &te) {
 				t.Fatalf("the run ended with %v, want a task error", err)
 			}
@@ -696,7 +696,7 @@ task("deploy", ["work"], on_failure="failed")
 	}
 	var mu sync.Mutex
 	attempts := 0
-	r.connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+	r.connect = func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		if h.Name == "web3" {
 			mu.Lock()
 			attempts++
@@ -710,7 +710,7 @@ task("deploy", ["work"], on_failure="failed")
 		}
 		return r.recorder(h.Name), nil
 	}
-	if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+	if err := r.run(engine.Filter{}, "deploy"); err == nil {
 		t.Fatal("the run succeeded")
 	}
 	for _, h := range []string{"web1", "web2", "web3"} {
@@ -734,7 +734,7 @@ task("work", lambda host: run("work", host.name), roles="app")
 task("deploy", ["lock", "work"])
 `
 	r := load(t, writeDeployfile(t, src), nil)
-	if err := r.run(runtime.Filter{Hosts: []string{"web2"}}, "deploy"); err != nil {
+	if err := r.run(engine.Filter{Hosts: []string{"web2"}}, "deploy"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.recorder("web1").Lines(); got != "lock web1\nafter-lock web1\n" {
@@ -753,7 +753,7 @@ task("a", lambda: invoke("b"), local=True)
 task("b", lambda: invoke("a"), local=True)
 `
 	r := load(t, writeDeployfile(t, src), nil)
-	err := r.run(runtime.Filter{}, "a")
+	err := r.run(engine.Filter{}, "a")
 	if err == nil || !strings.Contains(err.Error(), "invoke cycle: a -> b -> a") {
 		t.Fatalf("the run ended with %v, want an invoke cycle a -> b -> a", err)
 	}
@@ -788,7 +788,7 @@ task("deploy", ["web:disable", "update", "check"])
 		}
 		return transport.Response{}
 	}
-	if err := r.run(runtime.Filter{}, "deploy"); err == nil {
+	if err := r.run(engine.Filter{}, "deploy"); err == nil {
 		t.Fatal("the run succeeded")
 	}
 	var enable transport.Recorded
@@ -827,7 +827,7 @@ def switch(host):
     symlink("/srv/releases/3", "/srv/current", sudo = True)
 task("switch", switch)
 `), nil)
-	if err := r.run(runtime.Filter{}, "switch"); err != nil {
+	if err := r.run(engine.Filter{}, "switch"); err != nil {
 		t.Fatal(err)
 	}
 	var printed []string
@@ -864,7 +864,7 @@ task("all", ["probe", "report"])
 		}
 		return transport.Response{Stdout: "ok", Delay: 10 * time.Millisecond}
 	}
-	if err := r.run(runtime.Filter{}, "all"); err != nil {
+	if err := r.run(engine.Filter{}, "all"); err != nil {
 		t.Fatalf("run with one host down = %v, want nil", err)
 	}
 	var warned, answered bool
@@ -892,8 +892,8 @@ task("all", ["probe", "later"])
 	r.respond = func(host, line string) transport.Response {
 		return transport.Response{Err: errors.New("connection lost")}
 	}
-	err := r.run(runtime.Filter{}, "all")
-	var te *runtime.TaskError
+	err := r.run(engine.Filter{}, "all")
+	var te *engine.TaskError
 	if !errors.As(err, &te) || te.Task.Name != "probe" || len(te.Failures) != 3 {
 		t.Fatalf("run with every host down = %v, want probe failed on 3 hosts", err)
 	}
@@ -918,7 +918,7 @@ task("all", ["first", "second"])
 `), nil)
 	var mu sync.Mutex
 	dialed := map[string]bool{}
-	r.connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+	r.connect = func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		mu.Lock()
 		dialed[h.Name] = true
 		mu.Unlock()
@@ -940,7 +940,7 @@ task("all", ["first", "second"])
 		}
 		return transport.Response{}
 	}
-	if err := r.run(runtime.Filter{}, "all"); err != nil {
+	if err := r.run(engine.Filter{}, "all"); err != nil {
 		t.Fatal(err)
 	}
 	if dialed["db1"] {

@@ -1,4 +1,4 @@
-package runtime_test
+package engine_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 )
 
@@ -61,7 +61,7 @@ func describe(evs []restartEvent) string {
 // the previous one passed its health check and rolling_delay (10s) passed.
 func TestRollingRestart(t *testing.T) {
 	r := load(t, writeDeployfile(t, rollingDeployfile), nil)
-	if err := r.run(runtime.Filter{}, "deploy:roll"); err != nil {
+	if err := r.run(engine.Filter{}, "deploy:roll"); err != nil {
 		t.Fatal(err)
 	}
 	evs := r.restarts("monit restart", "check")
@@ -89,7 +89,7 @@ func TestRollingRestart(t *testing.T) {
 // delay, and the hosts at the same time.
 func TestRestartWithoutRoll(t *testing.T) {
 	r := load(t, writeDeployfile(t, rollingDeployfile), nil)
-	if err := r.run(runtime.Filter{}, "deploy"); err != nil {
+	if err := r.run(engine.Filter{}, "deploy"); err != nil {
 		t.Fatal(err)
 	}
 	evs := r.restarts("monit restart")
@@ -119,7 +119,7 @@ func TestRollingRestartFailure(t *testing.T) {
 		}
 		return transport.Response{}
 	}
-	err := r.run(runtime.Filter{}, "deploy:roll")
+	err := r.run(engine.Filter{}, "deploy:roll")
 	if err == nil || !strings.Contains(err.Error(), "app2: mongrel_8001 did not pass the health check within 5s (check mongrel_8001)") {
 		t.Fatalf("err = %v, want the health check failure", err)
 	}

@@ -1,4 +1,4 @@
-package runtime_test
+package engine_test
 
 import (
 	"context"
@@ -8,18 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-deploy/star-deploy/runtime"
+	"github.com/star-deploy/star-deploy/runtime/engine"
 	"github.com/star-deploy/star-deploy/runtime/output"
 	"github.com/star-deploy/star-deploy/runtime/transport"
 )
 
 // dryRun runs tasks of r's Deployfile as a dry run (Engine.DryRun): an engine that must neither
 // connect nor sleep, its events kept in r.events.
-func (r *rig) dryRun(filter runtime.Filter, tasks ...string) error {
+func (r *rig) dryRun(filter engine.Filter, tasks ...string) error {
 	r.t.Helper()
 	eng := r.engine(filter)
 	eng.DryRun = true
-	eng.Connect = func(ctx context.Context, h *runtime.Host) (transport.Transport, error) {
+	eng.Connect = func(ctx context.Context, h *engine.Host) (transport.Transport, error) {
 		r.t.Errorf("a dry run connected to %s", h.Name)
 		return r.recorder(h.Name), nil
 	}
@@ -55,7 +55,7 @@ task("restart", restart, roles="app", batch=1, wait="10s")
 task("notify", lambda: local("notify"), local=True)
 task("all", ["restart", "notify"])
 `), nil)
-	if err := r.dryRun(runtime.Filter{}, "all"); err != nil {
+	if err := r.dryRun(engine.Filter{}, "all"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.texts(output.Info, ""); !slices.Equal(got, []string{
@@ -94,7 +94,7 @@ def work(host):
     run("two", host.name)
 task("work", work, roles="app")
 `), nil)
-	if err := r.dryRun(runtime.Filter{}, "work"); err != nil {
+	if err := r.dryRun(engine.Filter{}, "work"); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -138,7 +138,7 @@ def body(host):
 task("deploy", body)
 `
 	r := load(t, writeDeployfile(t, src), nil)
-	if err := r.dryRun(runtime.Filter{}, "deploy"); err != nil {
+	if err := r.dryRun(engine.Filter{}, "deploy"); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
@@ -162,7 +162,7 @@ task("deploy", body)
 		}
 		return transport.Response{}
 	}
-	if err := r.run(runtime.Filter{}, "deploy"); err != nil {
+	if err := r.run(engine.Filter{}, "deploy"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.texts(output.Simulated, ""); len(got) > 0 {
@@ -186,7 +186,7 @@ task("two_phase", lambda host: run("two_phase"), roles = "relay", optional = Tru
 after("two_phase", lambda host: run("hook"))
 task("all", ["typo", "narrowed", "release", "two_phase"])
 `), nil)
-	if err := r.run(runtime.Filter{Roles: []string{"db"}}, "all"); err != nil {
+	if err := r.run(engine.Filter{Roles: []string{"db"}}, "all"); err != nil {
 		t.Fatal(err)
 	}
 	var skipped []string
@@ -224,7 +224,7 @@ set("application", "shop")
 server("web1")
 task("mine", lambda host: fail("my own"))
 `), nil)
-	err := r.run(runtime.Filter{}, "git:check")
+	err := r.run(engine.Filter{}, "git:check")
 	if err == nil {
 		t.Fatal("git:check without repo_url succeeded")
 	}
@@ -234,7 +234,7 @@ task("mine", lambda host: fail("my own"))
 		t.Errorf("error:\n%s", msg)
 	}
 	r.events = nil
-	err = r.run(runtime.Filter{}, "mine")
+	err = r.run(engine.Filter{}, "mine")
 	if err == nil || !regexp.MustCompile(`\nweb1: mine \(\S*Deployfile\.star:5:5\): \S*Deployfile\.star:5:31: fail: my own$`).MatchString(err.Error()) {
 		t.Errorf("error:\n%v", err)
 	}
@@ -247,7 +247,7 @@ task("work", lambda host: run("work"), roles="app")
 task("note", lambda: None, local = True)
 task("all", ["work", "note"])
 `), nil)
-	if err := r.run(runtime.Filter{}, "all"); err != nil {
+	if err := r.run(engine.Filter{}, "all"); err != nil {
 		t.Fatal(err)
 	}
 	var got []string

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ type Node struct {
 func (c *Config) Plan(name string) (*Node, error) {
 	t, ok := c.Tasks[name]
 	if !ok {
-		return nil, &UsageError{Msg: fmt.Sprintf("unknown task %q%s", name, c.suggest(name))}
+		return nil, &UnknownTaskError{Name: name, Hint: c.suggest(name)}
 	}
 	return c.plan(t, "", Pos{}, nil)
 }
@@ -196,7 +196,7 @@ func (c *Config) SelectHosts(t *Task, f Filter) ([]*Host, error) {
 	}
 	if len(f.Hosts) > 0 {
 		if filterHosts, err = newHostMatcher(f.Hosts); err != nil {
-			return nil, &UsageError{Msg: "--hosts: " + err.Error()}
+			return nil, &FilterError{Err: err}
 		}
 	}
 	var out []*Host
@@ -258,7 +258,16 @@ func pickPrimary(hosts []*Host, roles []string) *Host {
 	return first
 }
 
-// UsageError is a mistake on the command line.
-type UsageError struct{ Msg string }
+// UnknownTaskError is a task name that names no declared task; Hint suggests the one meant.
+type UnknownTaskError struct {
+	Name string
+	Hint string // "; did you mean ...", or how to list the tasks
+}
 
-func (e *UsageError) Error() string { return e.Msg }
+func (e *UnknownTaskError) Error() string { return fmt.Sprintf("unknown task %q%s", e.Name, e.Hint) }
+
+// FilterError is a --hosts pattern that is no regular expression.
+type FilterError struct{ Err error }
+
+func (e *FilterError) Error() string { return "--hosts: " + e.Err.Error() }
+func (e *FilterError) Unwrap() error { return e.Err }
