@@ -486,13 +486,19 @@ func describeEval(ee *starlark.EvalError) string {
 	default:
 		b.WriteString(msg)
 	}
-	frames := 0
+	frames, own := 0, 0
 	for _, fr := range ee.CallStack {
 		if fr.Pos.IsValid() && fr.Pos.Filename() != "<builtin>" {
 			frames++
+			if !strings.HasPrefix(fr.Pos.Filename(), "@star//") {
+				own++
+			}
 		}
 	}
-	if frames > 1 {
+	// A traceback through the built-in recipes alone says nothing a user can act on: the message
+	// and its place in the recipe (above) are the whole story. One that passes through the
+	// Deployfile shows how the user's own code got there.
+	if frames > 1 && own > 0 {
 		b.WriteString("\nTraceback (most recent call last):")
 		for _, fr := range ee.CallStack {
 			if !fr.Pos.IsValid() || fr.Pos.Filename() == "<builtin>" {
