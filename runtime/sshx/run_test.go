@@ -410,6 +410,22 @@ func TestRunCancel(t *testing.T) {
 	}
 }
 
+// TestRunCancelBeforeExecAnswered: a command cancelled after it started, but before the host
+// answered its exec request (slowly: later than Run waits for the answer), is stopped all the
+// same: the stop requests follow the exec request, and the host handles them in order.
+func TestRunCancelBeforeExecAnswered(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, withExecReplyDelay(replyWait+time.Second))
+	c := connect(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := runUntilStarted(t, c, ctx, "echo started; sleep 60", 0, cancel)
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("Run error = %v, want context.Canceled", r.err)
+	}
+	s.waitGone(t, 10*time.Second)
+}
+
 func TestRunCancelCause(t *testing.T) {
 	t.Parallel()
 	c := connect(t, startServer(t))

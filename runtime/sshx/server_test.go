@@ -40,10 +40,11 @@ type testServer struct {
 	config   *ssh.ServerConfig
 
 	// Set through options before the server starts.
-	maxSessions     int  // per connection; 0 is no limit
-	refuseSignals   bool // reply failure to "signal", as sshd does for root logins
-	silentKeepalive bool // never answer global requests
-	allowTCP        bool // serve direct-tcpip: act as a jump host
+	maxSessions     int           // per connection; 0 is no limit
+	refuseSignals   bool          // reply failure to "signal", as sshd does for root logins
+	silentKeepalive bool          // never answer global requests
+	execReplyDelay  time.Duration // answer exec requests this late (the command starts at once)
+	allowTCP        bool          // serve direct-tcpip: act as a jump host
 	authorized      []ssh.PublicKey
 	onAccept        func() // called for each TCP connection, before the handshake
 
@@ -82,6 +83,9 @@ func withAuthorized(k ...ssh.PublicKey) serverOpt {
 	return func(s *testServer) { s.authorized = k }
 }
 func withOnAccept(f func()) serverOpt { return func(s *testServer) { s.onAccept = f } }
+func withExecReplyDelay(d time.Duration) serverOpt {
+	return func(s *testServer) { s.execReplyDelay = d }
+}
 
 // startServer starts a test server on 127.0.0.1, stopped (its commands killed) at the end of
 // the test. By default it has a fresh ed25519 host key and accepts userKey.
@@ -322,6 +326,7 @@ func (s *testServer) session(conn *ssh.ServerConn, nch ssh.NewChannel, seq int, 
 			s.mu.Lock()
 			s.procs[cmd.Process.Pid] = reaped
 			s.mu.Unlock()
+			time.Sleep(s.execReplyDelay) // (later requests of the session wait, as they would behind it)
 			_ = req.Reply(true, nil)
 			go func() {
 				_, _ = io.Copy(stdin, ch)

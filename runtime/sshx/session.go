@@ -94,6 +94,12 @@ func (c *Client) Run(ctx context.Context, cmd transport.Command) (transport.Resu
 		}
 	}
 	if err := s.start(ctx, "echo "+pidMarker+"$$;"+cmd.Line); err != nil {
+		if errors.Is(err, errUnconfirmed) {
+			// Cancelled before the host said whether the command started, and it has not said
+			// since: it may be running. The stop requests go after the exec request, so the
+			// host handles them once it has started it (or finds nothing to stop).
+			s.stop()
+		}
 		return transport.Result{}, err
 	}
 	s.feed(cmd.Stdin)
@@ -227,6 +233,10 @@ func copyAll(w io.Writer, r io.Reader) error {
 	return err
 }
 
+// errUnconfirmed marks a start cancelled before the host answered the exec request: the command
+// may have started.
+var errUnconfirmed = errors.New("the host had not answered whether the command started")
+
 // start sends the exec request for line and waits for the host to accept it. When ctx ends
 // first, it still waits a little for the answer: nil then means the command has started, and
 // the caller must stop it.
@@ -257,9 +267,10 @@ func (s *session) start(ctx context.Context, line string) error {
 			if err == nil {
 				return nil
 			}
+			return ctxError(ctx)
 		case <-t.C:
 		}
-		return ctxError(ctx)
+		return fmt.Errorf("%w (%w)", ctxError(ctx), errUnconfirmed)
 	}
 	if err != nil {
 		if lerr := c.lostError(); lerr != nil {
