@@ -82,14 +82,7 @@ func testRigCancelWhileSessionsFull(t *testing.T, delay time.Duration) {
 	}
 	defer c.Close()
 	hs := startHeld(t, c, 3, "/never-created-by-star-deploy")
-	waitFor(t, "the commands neither started nor queued", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return startedCount(hs)+c.queued == 3
-	})
-	if n := startedCount(hs); n != 2 {
-		t.Errorf("%d commands started at once, want 2", n)
-	}
+	checkStartedAtOnce(t, c, hs, 2)
 	// Cancel those running, one at a time: each frees a session for the one queued.
 	for stopped := 0; stopped < 3; stopped++ {
 		var h *held

@@ -42,6 +42,20 @@ func startHeld(t *testing.T, c *Client, n int, name string) []*held {
 	return hs
 }
 
+// checkStartedAtOnce waits until each of hs has started or is queued for a session, and fails
+// the test unless want of them started.
+func checkStartedAtOnce(t *testing.T, c *Client, hs []*held, want int) {
+	t.Helper()
+	waitFor(t, "the commands neither started nor queued", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return startedCount(hs)+c.queued == len(hs)
+	})
+	if n := startedCount(hs); n != want {
+		t.Errorf("%d commands started at once, want %d", n, want)
+	}
+}
+
 // startedCount returns how many of hs have printed "started".
 func startedCount(hs []*held) int {
 	n := 0
@@ -246,14 +260,7 @@ func TestSpareSession(t *testing.T) {
 		}
 	}
 	hs := startHeld(t, c, 3, "go")
-	waitFor(t, "the commands neither started nor queued", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return startedCount(hs)+c.queued == 3
-	})
-	if n := startedCount(hs); n != 2 {
-		t.Errorf("%d commands started at once, want 2", n)
-	}
+	checkStartedAtOnce(t, c, hs, 2)
 	for _, h := range hs {
 		h.cancel()
 	}
