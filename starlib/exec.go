@@ -29,7 +29,7 @@ var execution = register(&Family{
 	Name: "Commands",
 	Doc:  "run commands on the task's host (inside task bodies)",
 	Builtins: []Builtin{
-		{Name: "run", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, ok=[0], timeout=None)", Doc: "run a command (argv is quoted; sh= is a raw shell line); returns .stdout, .stderr, .code", Phase: phaseExec, Fn: builtinRun(modeRun)},
+		{Name: "run", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, ok=[0], timeout=None, quiet=False)", Doc: "run a command (argv is quoted; sh= is a raw shell line); returns .stdout, .stderr, .code; quiet=True shows the command but not its standard output (for output the recipe reads, not people)", Phase: phaseExec, Fn: builtinRun(modeRun)},
 		{Name: "capture", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, ok=[0], timeout=None)", Doc: "run a command and return its standard output, trimmed", Phase: phaseExec, Fn: builtinRun(modeCapture)},
 		{Name: "test", Sig: "(*argv, sh=None, dir=None, env={}, sudo=False, user=None, timeout=None)", Doc: "run a command and return whether it exited 0; a non-zero exit never fails the task (a timeout does)", Phase: phaseExec, Fn: builtinRun(modeTest)},
 		{Name: "local", Sig: "(*argv, sh=None, dir=None, env={}, ok=[0], timeout=None)", Doc: "run a command on this machine (the one running star-deploy); returns like run()", Phase: phaseExec, Fn: builtinRun(modeLocal)},
@@ -171,8 +171,12 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 			sudo          bool
 			okList        *starlark.List
 			timeout       durationArg
+			quiet         bool
 		)
 		params := []any{"sh?", &sh, "dir?", &dir, "env?", &env, "timeout?", &timeout}
+		if mode == modeRun {
+			params = append(params, "quiet?", &quiet)
+		}
 		if mode != modeLocal {
 			params = append(params, "sudo?", &sudo, "user?", &user)
 		}
@@ -228,7 +232,7 @@ func builtinRun(mode runMode) func(*starlark.Thread, *starlark.Builtin, starlark
 		if cmd.Timeout == 0 {
 			cmd.Timeout = x.Task.Timeout
 		}
-		if mode == modeRun || mode == modeLocal {
+		if (mode == modeRun && !quiet) || mode == modeLocal {
 			cmd.Stdout = io.MultiWriter(&stdout, x.Stdout)
 			cmd.Stderr = io.MultiWriter(&stderr, x.Stderr)
 		} else {
