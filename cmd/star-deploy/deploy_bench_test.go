@@ -78,6 +78,9 @@ const benchReleases = 5
 //	sd-cpu/cap-cpu                their ratio
 //	sd-maxrss-KB, cap-maxrss-KB   the largest peak resident set of the controller process seen
 //	                              (its own, not its children's; see runTimed)
+//	sd-machine-cpu-s, ...         median CPU time of this whole machine during a deploy, every
+//	                              process's: the hosts' sshd, shells and git (all on this
+//	                              machine), the controller, and whatever else runs meanwhile
 func BenchmarkDeploy(b *testing.B) {
 	if !sshrig.Enabled() {
 		b.Skipf("end-to-end benchmark against OpenSSH; set %s=1 to run it (needs root and openssh-server)", sshrig.EnvVar)
@@ -258,8 +261,8 @@ func (d *deployBench) cell(b *testing.B, n, rounds int) {
 			for _, impl := range order {
 				r := d.deploy(b, impl, n)
 				runs[impl] = append(runs[impl], r)
-				b.Logf("%-5s %2d hosts: %6.3fs wall, %6.3fs cpu, %d KB max RSS", impl, n,
-					r.wall.Seconds(), r.cpu.Seconds(), r.maxRSS)
+				b.Logf("%-5s %2d hosts: %6.3fs wall, %6.3fs cpu, %6.3fs machine cpu, %d KB max RSS", impl, n,
+					r.wall.Seconds(), r.cpu.Seconds(), r.machine.Seconds(), r.maxRSS)
 			}
 			order = append(order[1:], order[0]) // the next round starts with the next one
 		}
@@ -272,6 +275,7 @@ func (d *deployBench) cell(b *testing.B, n, rounds int) {
 	for impl, rs := range runs {
 		wall[impl] = median(rs, wallOf)
 		b.ReportMetric(wall[impl].Seconds(), impl+"-s")
+		b.ReportMetric(median(rs, machineOf).Seconds(), impl+"-machine-cpu-s")
 		if impl != "floor" {
 			b.ReportMetric(median(rs, cpuOf).Seconds(), impl+"-cpu-s")
 			b.ReportMetric(float64(maxRSS(rs)), impl+"-maxrss-KB")
@@ -347,10 +351,34 @@ type deployRun struct {
 	wall   time.Duration
 	cpu    time.Duration // user + system of the controller's process and its children (not the floor)
 	maxRSS int64         // KB, the controller's process alone, its peak (not the floor)
+	// machine is the CPU time this whole machine spent during the deploy (/proc/stat): with
+	// every host of the rig on this machine, mostly the hosts' sshd, shells and git.
+	machine time.Duration
 }
 
-func wallOf(r deployRun) time.Duration { return r.wall }
-func cpuOf(r deployRun) time.Duration  { return r.cpu }
+func wallOf(r deployRun) time.Duration    { return r.wall }
+func cpuOf(r deployRun) time.Duration     { return r.cpu }
+func machineOf(r deployRun) time.Duration { return r.machine }
+
+// machineBusy returns the CPU time this machine has spent busy since boot, all CPUs together:
+// the first line of /proc/stat less idle and iowait (0 without /proc).
+func machineBusy() time.Duration {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	fields := strings.Fields(line)
+	var busy int64
+	for i, f := range fields[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest times are counted in user already
+			continue
+		}
+		v, _ := strconv.ParseInt(f, 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ, 100 on Linux
+}
 
 // deploy deploys with impl to the first n hosts, after waiting (unmeasured) for a second later
 // than the end of impl's previous deploy, so that its release id is new.
@@ -359,6 +387,7 @@ func (d *deployBench) deploy(b *testing.B, impl string, n int) deployRun {
 		time.Sleep(time.Until(last.Truncate(time.Second).Add(time.Second)))
 	}
 	var r deployRun
+	busy := machineBusy()
 	switch impl {
 	case "sd":
 		r = d.starDeploy(b, "sd", d.bin, n)
@@ -371,6 +400,7 @@ func (d *deployBench) deploy(b *testing.B, impl string, n int) deployRun {
 	default:
 		b.Fatalf("no implementation %q", impl)
 	}
+	r.machine = machineBusy() - busy
 	d.last[impl] = time.Now()
 	d.warmed[impl] = max(d.warmed[impl], n)
 	return r
