@@ -110,10 +110,11 @@ func TestRollingRestartFailure(t *testing.T) {
 	const old = "/var/www/shop/releases/20261121000000"
 	r.respond = func(host, line string) transport.Response {
 		switch {
-		case line == "readlink /var/www/shop/current",
-			// git:create_release reads it as it makes the release folder, in one command.
-			strings.HasPrefix(line, `printf '%s\n' "$(readlink /var/www/shop/current)"; mkdir `):
+		case line == "readlink /var/www/shop/current":
 			return transport.Response{Stdout: old + "\n"}
+		case strings.Contains(line, `printf 'star-deploy-claim: was %s\n' "$(readlink /var/www/shop/current)"; `):
+			// git:create_release reads it as it makes the release folder, in one command.
+			return transport.Response{Stdout: "star-deploy-claim: was " + old + "\nstar-deploy-claim: made\n"}
 		case host == "app2" && strings.HasSuffix(line, "check mongrel_8001"):
 			return transport.Response{Code: 1}
 		}
