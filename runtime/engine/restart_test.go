@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,5 +150,30 @@ func TestRollingRestartFailure(t *testing.T) {
 	// The undo of app1 begins after app2's is over, and keeps rolling_delay between restarts.
 	if gap := evs[9].start.Sub(evs[8].end); gap < 10*time.Second {
 		t.Errorf("app1's undo began %v after app2's last restart, want at least rolling_delay:%s", gap, describe(evs))
+	}
+}
+
+// TestHealthCheckRunsPastTheTimeout: a health check attempt that fails, but slowly (a loaded
+// host), ending after health_timeout, is judged as a failed check, with the health check's
+// message, rather than stopped as a command that timed out.
+func TestHealthCheckRunsPastTheTimeout(t *testing.T) {
+	r := load(t, writeDeployfile(t, rollingDeployfile+`set("health_timeout", "1s")`+"\n"), nil)
+	var mu sync.Mutex
+	slow := true
+	r.respond = func(host, line string) transport.Response {
+		if host != "app1" || !strings.HasSuffix(line, "check mongrel_8000") {
+			return transport.Response{}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if slow {
+			slow = false
+			return transport.Response{Code: 1, Delay: 1200 * time.Millisecond}
+		}
+		return transport.Response{Code: 1}
+	}
+	err := r.run(engine.Filter{}, "deploy:roll")
+	if err == nil || !strings.Contains(err.Error(), "app1: mongrel_8000 did not pass the health check within 1s (check mongrel_8000)") {
+		t.Fatalf("err = %v, want the health check failure", err)
 	}
 }
