@@ -40,7 +40,7 @@ var execution = register(&Family{
 		{Name: "clear_rollbacks", Sig: "()", Doc: "forget this host's rollback actions (but those registered with keep=True): what they would undo is now final", Phase: phaseExec, Fn: builtinClearRollbacks},
 		{Name: "hosts", Sig: "(roles=[], release=False)", Doc: "the hosts of any of roles (every host if none), in declaration order, as -r/-z narrow the run; release=True leaves out no_release hosts", Phase: phaseRun, Fn: builtinHosts},
 		{Name: "peer", Sig: "()", Doc: "the SSH server of the task's host as this machine reached it and checked its key: struct(user, hostname, port, host_key (\"TYPE BASE64\", as in known_hosts), verified (False under StrictHostKeyChecking no)); None for a local=True host. A host can then reach the same server trusting exactly that key", Phase: phaseExec, Fn: builtinPeer},
-		{Name: "hooks", Sig: "(task)", Doc: "the hooks of task, by name, in the order they run: struct(before, after) (a function hook is named as in -P); a recipe can see what runs between two of its steps", Phase: phaseRun, Fn: builtinHooks},
+		{Name: "task_info", Sig: "(task)", Doc: "where task is declared and its hooks, by name, in the order they run: struct(declared (\"file:line:col\", as -P shows it), before, after) (a function hook is named as in -P); a recipe can see whether its steps are still its own, and what runs between them", Phase: phaseRun, Fn: builtinTaskInfo},
 		{Name: "results", Sig: "(task)", Doc: "what task's function returned on each host the last time it ran, as a dict by host name (\"local\" for a local task)", Phase: phaseRun, Fn: builtinResults},
 	},
 })
@@ -527,13 +527,14 @@ func builtinResults(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	return d, nil
 }
 
-func builtinHooks(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+func builtinTaskInfo(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var name string
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "task", &name); err != nil {
 		return nil, err
 	}
 	cfg := sessionOf(th).Config
-	if _, ok := cfg.Tasks[name]; !ok {
+	t, ok := cfg.Tasks[name]
+	if !ok {
 		return nil, fmt.Errorf("%s: unknown task %q", b.Name(), name)
 	}
 	names := func(hs []engine.Hook) *starlark.List {
@@ -545,9 +546,10 @@ func builtinHooks(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 		list.Freeze()
 		return list
 	}
-	return starlarkstruct.FromStringDict(starlark.String("hooks"), starlark.StringDict{
-		"before": names(cfg.Before[name]),
-		"after":  names(cfg.After[name]),
+	return starlarkstruct.FromStringDict(starlark.String("task_info"), starlark.StringDict{
+		"declared": starlark.String(t.Pos.String()),
+		"before":   names(cfg.Before[name]),
+		"after":    names(cfg.After[name]),
 	}), nil
 }
 
